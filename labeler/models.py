@@ -1,0 +1,138 @@
+"""The data model (DESIGN.md): User, ApiToken, Project, Prompt, Task, Response, Assignment, Annotation, Export.
+
+Rankings are stored as {response_id: rank} with 1 the best and equal ranks for ties, so that every pair
+training sees traces back to annotation ids.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from labeler.db import Base
+
+ROLES = ("admin", "annotator")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class User(Base):
+    __tablename__ = "user"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(80), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default="annotator")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    simulated: Mapped[bool] = mapped_column(Boolean, default=False)  # simulated annotators are named as such
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_token"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(80), default="")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex; the token itself is shown once
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_used_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, nullable=True)
+    user: Mapped[User] = relationship()
+
+
+class Project(Base):
+    __tablename__ = "project"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    k: Mapped[int] = mapped_column(Integer, default=2)  # responses per task
+    overlap: Mapped[int] = mapped_column(Integer, default=1)  # annotators per task
+    criteria: Mapped[list] = mapped_column(JSON, default=list)  # names of per-criterion scores (1-5)
+    guidelines: Mapped[str] = mapped_column(Text, default="")
+    lease_seconds: Mapped[int] = mapped_column(Integer, default=900)
+    allow_edit: Mapped[bool] = mapped_column(Boolean, default=True)
+    ask_rationale: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Prompt(Base):
+    __tablename__ = "prompt"
+    __table_args__ = (UniqueConstraint("project_id", "prompt_hash"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    prompt: Mapped[Any] = mapped_column(JSON)  # str or [{"role", "content"}, ...]
+    prompt_hash: Mapped[str] = mapped_column(String(64))
+    meta: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class Task(Base):
+    __tablename__ = "task"
+    __table_args__ = (UniqueConstraint("project_id", "content_hash"),)  # re-importing a file adds nothing
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompt.id", ondelete="CASCADE"), index=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    meta: Mapped[dict] = mapped_column(JSON, default=dict)
+    is_gold: Mapped[bool] = mapped_column(Boolean, default=False)
+    gold_ranking: Mapped[Optional[dict]] = mapped_column(JSON, nullable=True)  # {response_id: rank}
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    prompt: Mapped[Prompt] = relationship()
+    responses: Mapped[list["Response"]] = relationship(order_by="Response.position", back_populates="task")
+
+
+class Response(Base):
+    __tablename__ = "response"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)  # order in the imported file
+    text: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(String(255), default="")
+    meta: Mapped[dict] = mapped_column(JSON, default=dict)  # sampling params, model version, ...
+    task: Mapped[Task] = relationship(back_populates="responses")
+
+
+class Assignment(Base):
+    """A lease: an annotator holds a task until `expires_at`; expired leases are reclaimed."""
+
+    __tablename__ = "assignment"
+    __table_args__ = (UniqueConstraint("task_id", "user_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | done | expired
+    display_order: Mapped[list] = mapped_column(JSON)  # response ids as shown to this annotator
+    leased_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class Annotation(Base):
+    __tablename__ = "annotation"
+    __table_args__ = (UniqueConstraint("task_id", "user_id"),)  # one per task and annotator
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    ranking: Mapped[dict] = mapped_column(JSON)  # {str(response_id): rank}, 1 = best, ties share a rank
+    all_bad: Mapped[bool] = mapped_column(Boolean, default=False)
+    scores: Mapped[dict] = mapped_column(JSON, default=dict)  # {criterion: {str(response_id): 1..5}}
+    rationale: Mapped[str] = mapped_column(Text, default="")
+    edited_response: Mapped[Optional[str]] = mapped_column(Text, nullable=True)  # a better response, written by hand
+    display_order: Mapped[list] = mapped_column(JSON)  # response ids in the order shown
+    seconds_spent: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    user: Mapped[User] = relationship()
+    task: Mapped[Task] = relationship()
+
+
+class Export(Base):
+    __tablename__ = "export"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    created_by: Mapped[Optional[int]] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), nullable=True)
+    filters: Mapped[dict] = mapped_column(JSON, default=dict)
+    counts: Mapped[dict] = mapped_column(JSON, default=dict)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text, default="")

@@ -1,0 +1,77 @@
+"""`rlhf`: the command line of the training pipeline. Each stage is a module with `main(argv)`.
+
+    rlhf generate --config configs/smoke/generate.yaml
+    rlhf sft      --config configs/smoke/sft.yaml --learning_rate 1e-4
+    rlhf dpo --help
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+STAGES = {
+    "generate": "sample K candidate responses per prompt from a policy; write labeler tasks (JSONL)",
+    "sft": "supervised fine-tuning (TRL SFTTrainer) on prompt/completion or messages data",
+    "reward": "train a reward model (TRL RewardTrainer) on preferences; report held-out accuracy",
+    "dpo": "direct preference optimisation (TRL DPOTrainer) from an SFT checkpoint",
+    "rl": "online RL against the reward model (TRL GRPOTrainer, or RLOOTrainer)",
+    "eval": "compare policies on held-out prompts: reward, win rate, KL, length; plots",
+    "export": "merge LoRA, save a Hugging Face folder with tokenizer, chat template and model card",
+    "loop": "the closed loop: generate -> label -> export -> sft -> reward -> dpo/rl -> eval -> export",
+    "simulate": "simulated annotators: label a labeler project's tasks through its API",
+}
+
+
+def usage() -> str:
+    width = max(map(len, STAGES))
+    lines = [
+        "usage: rlhf <command> [--config FILE.yaml] [--key value ...]",
+        "",
+        "Train and align language models on human preferences, thin over TRL.",
+        "Every stage reads a YAML config (TRL's field names) and takes command-line overrides.",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {name.ljust(width)}  {text}" for name, text in STAGES.items()]
+    lines += ["", "Run `rlhf <command> --help` for a command's options.", "Embedded default model: smollm2-135m-instruct"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rlhf.errors import RlhfError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from rlhf import __version__
+
+        print(f"rlhf-loop {__version__}")
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in STAGES:
+        print(f"rlhf: unknown command '{command}'\n\n{usage()}", file=sys.stderr)
+        return 2
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        module = importlib.import_module(f"rlhf.{command}")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("rlhf."):
+            print(f"rlhf: command '{command}' is not available in this build", file=sys.stderr)
+            return 2
+        raise
+    try:
+        return int(module.main(rest) or 0)
+    except RlhfError as exc:
+        print(f"rlhf {command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rlhf {command}: interrupted; re-run the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

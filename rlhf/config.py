@@ -1,0 +1,156 @@
+"""YAML configs with command-line overrides, validated before any work starts.
+
+`rlhf <stage> --config FILE.yaml [--key value ...]`: the YAML sets the defaults, the command line wins.
+Keys are the fields of TRL's own config dataclasses (`DPOConfig`, `ModelConfig`, ...) plus the stage's
+own arguments. TrlParser alone would accept a YAML value of any type; here every key is checked
+against its field so a typo or a wrong type fails at once, naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rlhf.errors import RlhfError
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML mapping; a missing file or a syntax error names the file (and line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RlhfError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise RlhfError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RlhfError(f"{path}: a config must be a YAML mapping of key: value, got {type(data).__name__}")
+    return data
+
+
+def _check_value(action: argparse.Action, key: str, value: Any, source: str) -> Any:
+    """Coerce one YAML value through the argparse action's type; raise naming key and source."""
+    if value is None:
+        return value
+    conv = action.type
+    many = action.nargs in ("+", "*") or (isinstance(action.nargs, int) and action.nargs > 1)
+    # HfArgumentParser turns bool fields into string_to_bool with nargs="?"
+    is_bool = conv is not None and getattr(conv, "__name__", "") == "string_to_bool"
+
+    def one(v: Any) -> Any:
+        if is_bool:
+            if isinstance(v, bool):
+                return v
+            raise RlhfError(f"{source}: key '{key}' expects true or false, got {v!r}")
+        if isinstance(v, (dict, list)) and not many:
+            if conv in (int, float) or action.choices:
+                raise RlhfError(f"{source}: key '{key}' expects a single {getattr(conv, '__name__', 'value')}, got {v!r}")
+            return v  # dict-valued fields (e.g. model_init_kwargs) pass through
+        if conv is None:
+            return v
+        if conv in (int, float) and isinstance(v, bool):
+            raise RlhfError(f"{source}: key '{key}' expects {conv.__name__}, got {v!r}")
+        try:
+            out = conv(v) if conv in (int, float) and isinstance(v, (int, float)) else conv(str(v))
+        except (TypeError, ValueError, argparse.ArgumentTypeError):
+            raise RlhfError(
+                f"{source}: key '{key}' expects {getattr(conv, '__name__', 'a different type')}, got {v!r}"
+            ) from None
+        if conv is int and isinstance(v, float) and v != int(v):
+            raise RlhfError(f"{source}: key '{key}' expects int, got {v!r}")
+        if conv is str and not isinstance(v, str):
+            return v if isinstance(v, (int, float)) else str(v)
+        return out
+
+    if many:
+        values = value if isinstance(value, list) else [value]
+        out = [one(v) for v in values]
+    else:
+        out = one(value)
+    if action.choices is not None:
+        for v in out if many else [out]:
+            if v not in action.choices and str(v) not in [str(c) for c in action.choices]:
+                choices = ", ".join(map(str, action.choices))
+                raise RlhfError(f"{source}: key '{key}' must be one of {choices}; got {v!r}")
+    return out
+
+
+def build_parser(stage: str, dataclass_types: tuple, description: str | None = None):
+    from trl import TrlParser
+
+    return TrlParser(
+        dataclass_types,
+        prog=f"rlhf {stage}",
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def parse_stage_args(
+    stage: str,
+    dataclass_types: tuple,
+    argv: list[str] | None,
+    defaults: dict[str, Any] | None = None,
+    description: str | None = None,
+) -> tuple:
+    """Parse `--config FILE.yaml` plus CLI overrides into instances of `dataclass_types`.
+
+    `defaults` are this project's defaults for the stage (LoRA on, etc.); the YAML overrides them and the
+    command line overrides the YAML. Returns the dataclass instances in order, plus the config path (or None).
+    """
+    parser = build_parser(stage, dataclass_types, description)
+    argv = list(argv or [])
+    config_path = None
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            raise RlhfError(f"rlhf {stage}: --config needs a file path")
+        config_path = argv[i + 1]
+        del argv[i : i + 2]
+    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", None)}
+    merged: dict[str, Any] = dict(defaults or {})
+    if config_path is not None:
+        config = read_yaml(config_path)
+        for key, value in config.items():
+            if key not in actions:
+                hint = difflib.get_close_matches(str(key), list(actions), n=1)
+                extra = f" (did you mean '{hint[0]}'?)" if hint else ""
+                raise RlhfError(f"{config_path}: unknown key '{key}' for `rlhf {stage}`{extra}")
+            merged[key] = _check_value(actions[key], key, value, config_path)
+    for key, value in merged.items():
+        actions[key].default = value
+        actions[key].required = False
+    try:
+        parsed = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as exc:
+        raise RlhfError(f"rlhf {stage}: {exc}") from None
+    return (*parsed, config_path)
+
+
+def resolved_config(*instances) -> dict[str, Any]:
+    """All dataclass fields as one flat, YAML-safe mapping (what the run folder records)."""
+    out: dict[str, Any] = {}
+    for inst in instances:
+        if inst is None or not dataclasses.is_dataclass(inst):
+            continue
+        for f in dataclasses.fields(inst):
+            v = getattr(inst, f.name)
+            if isinstance(v, (str, int, float, bool)) or v is None:
+                out[f.name] = v
+            elif isinstance(v, (list, tuple)) and all(isinstance(x, (str, int, float, bool)) for x in v):
+                out[f.name] = list(v)
+            elif isinstance(v, dict):
+                out[f.name] = {str(k): (x if isinstance(x, (str, int, float, bool)) or x is None else str(x)) for k, x in v.items()}
+            else:
+                out[f.name] = str(v)
+    return out
