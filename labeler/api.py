@@ -1,0 +1,5 @@
+"""Blueprint 'api' (being built)."""
+
+from flask import Blueprint
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
