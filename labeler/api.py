@@ -1,5 +1,238 @@
-"""Blueprint 'api' (being built)."""
+"""Blueprint 'api': the JSON API under /api/v1, described by /api/v1/openapi.json.
 
-from flask import Blueprint
+Every call but the OpenAPI document needs `Authorization: Bearer <token>` (tokens come from
+`labeler users token NAME`). The API reads no cookies, so CSRF does not apply to it. Errors are JSON:
+{"error": message, "field": name}. Views read then write inside `db.write()` (BEGIN IMMEDIATE on SQLite).
+"""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, current_app, g, jsonify, request, send_file, url_for
+from sqlalchemy import select
+from werkzeug.exceptions import HTTPException
+
+from labeler import accounts, assignment, importer, projects
+from labeler.app import get_db, new_export_dir
+from labeler.errors import LabelerError
+from labeler.models import Annotation, Project, Task, User
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+EXPORT_FILTERS = {"aggregation", "min_agreement", "min_gold_accuracy", "test_fraction"}
+AGGREGATIONS = ("majority", "bradley-terry")
+PROJECT_FIELDS = {"name", "k", "overlap", "criteria", "guidelines", "lease_seconds", "allow_edit", "ask_rationale"}
+
+
+@bp.errorhandler(LabelerError)
+def labeler_error(err: LabelerError):
+    response = jsonify(error=str(err), field=err.field)
+    if err.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="labeler"'
+    return response, err.status
+
+
+@bp.errorhandler(HTTPException)
+def http_error(err: HTTPException):
+    return jsonify(error=err.description, field=None), err.code
+
+
+@bp.before_request
+def authenticate():
+    if request.endpoint == "api.openapi":
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise LabelerError("authentication required: send 'Authorization: Bearer <token>' "
+                           "(make a token with `labeler users token USERNAME`)", status=401, field="Authorization")
+    with get_db().read() as session:
+        user = accounts.user_for_token(session, token.strip())
+    if user is None:
+        raise LabelerError("invalid token, or its user is deactivated", status=401, field="Authorization")
+    g.api_user = user
+
+
+def require_admin() -> None:
+    if g.api_user.role != "admin":
+        raise LabelerError("this call is for admins only", status=403, field="Authorization")
+
+
+def read_body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise LabelerError("the request body must be a JSON object (Content-Type: application/json)", status=400, field="body")
+    return body
+
+
+def iso(value) -> str | None:
+    return value.isoformat() + "Z" if value is not None else None
+
+
+def annotation_json(annotation: Annotation) -> dict:
+    return {
+        "id": annotation.id,
+        "task_id": annotation.task_id,
+        "user_id": annotation.user_id,
+        "ranking": annotation.ranking,
+        "all_bad": annotation.all_bad,
+        "scores": annotation.scores,
+        "rationale": annotation.rationale,
+        "edited_response": annotation.edited_response,
+        "display_order": annotation.display_order,
+        "seconds_spent": annotation.seconds_spent,
+        "created_at": iso(annotation.created_at),
+        "updated_at": iso(annotation.updated_at),
+    }
+
+
+def task_json(task: Task, lease, project: Project) -> dict:
+    by_id = {r.id: r for r in task.responses}
+    return {
+        "id": task.id,
+        "project": project.name,
+        "prompt": task.prompt.prompt,
+        "responses": [{"id": rid, "text": by_id[rid].text, "model": by_id[rid].model} for rid in lease.display_order],
+        "meta": task.meta,
+        "criteria": list(project.criteria or []),
+        "lease_expires_at": iso(lease.expires_at),
+    }
+
+
+@bp.get("/openapi.json")
+def openapi():
+    from labeler.openapi import openapi_document
+
+    return jsonify(openapi_document())
+
+
+@bp.get("/projects")
+def list_projects():
+    with get_db().read() as session:
+        rows = session.scalars(select(Project).order_by(Project.id)).all()
+        return jsonify(projects=[projects.project_json(p) for p in rows])
+
+
+@bp.post("/projects")
+def create_project():
+    require_admin()
+    body = read_body()
+    unknown = sorted(set(body) - PROJECT_FIELDS)
+    if unknown:
+        raise LabelerError(f"field '{unknown[0]}': unknown key (allowed: {', '.join(sorted(PROJECT_FIELDS))})", status=422, field=unknown[0])
+    if "name" not in body:
+        raise LabelerError("field 'name' is required", status=422, field="name")
+    with get_db().write() as session:
+        project = projects.create_project(session, **body)
+        data = projects.project_json(project)
+    return jsonify(project=data), 201
+
+
+@bp.post("/projects/<name>/tasks")
+def push_tasks(name: str):
+    require_admin()
+    body = read_body()
+    tasks = body.get("tasks")
+    if not isinstance(tasks, list) or not tasks:
+        raise LabelerError("field 'tasks': expected a non-empty list of task objects (the JSONL contract)", status=422, field="tasks")
+    with get_db().write() as session:
+        project = projects.find_project(session, name)
+        counts = importer.import_tasks(session, project, tasks, source="api")
+    return jsonify(counts), 201
+
+
+@bp.get("/projects/<name>/next")
+def next_task(name: str):
+    with get_db().write() as session:
+        project = projects.find_project(session, name)
+        user = session.get(User, g.api_user.id)
+        leased = assignment.next_task(session, project, user)
+        counts = assignment.progress(session, project, user)
+        if leased is None:
+            return jsonify(task=None, **counts)
+        return jsonify(task=task_json(*leased, project), **counts)
+
+
+@bp.post("/tasks/<int:task_id>/annotations")
+def submit(task_id: int):
+    body = read_body()
+    with get_db().write() as session:
+        user = session.get(User, g.api_user.id)
+        annotation, created = assignment.submit_annotation(session, task_id, user, body)
+        data = annotation_json(annotation)
+    return jsonify(annotation=data), 201 if created else 200
+
+
+@bp.get("/annotations/<int:annotation_id>")
+def read_annotation(annotation_id: int):
+    with get_db().read() as session:
+        annotation = session.get(Annotation, annotation_id)
+        # someone else's annotation answers exactly like a missing one: ids reveal nothing
+        if annotation is None or (annotation.user_id != g.api_user.id and g.api_user.role != "admin"):
+            raise LabelerError(f"annotation {annotation_id} not found", status=404, field="annotation_id")
+        return jsonify(annotation=annotation_json(annotation))
+
+
+@bp.get("/projects/<name>/stats")
+def project_stats(name: str):
+    with get_db().read() as session:
+        project = projects.find_project(session, name)
+        data = {"project": project.name, "counts": projects.count_project(session, project),
+                "you": assignment.progress(session, project, g.api_user)}
+        if g.api_user.role == "admin":  # per-annotator figures are for admins
+            data["quality"] = project_quality(session, project)
+    return current_app.response_class(json.dumps(data, default=str), mimetype="application/json")
+
+
+def project_quality(session, project):
+    try:
+        from labeler.quality import project_quality as compute
+    except ImportError:
+        return None
+    return compute(session, project)
+
+
+def check_export_filters(body: dict) -> dict:
+    unknown = sorted(set(body) - EXPORT_FILTERS)
+    if unknown:
+        raise LabelerError(f"field '{unknown[0]}': unknown key (allowed: {', '.join(sorted(EXPORT_FILTERS))})", status=422, field=unknown[0])
+    if "aggregation" in body and body["aggregation"] not in AGGREGATIONS:
+        raise LabelerError(f"field 'aggregation': expected one of {', '.join(AGGREGATIONS)}", status=422, field="aggregation")
+    for field in ("min_agreement", "min_gold_accuracy", "test_fraction"):
+        value = body.get(field)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1 or (field == "test_fraction" and value >= 1):
+            raise LabelerError(f"field '{field}': expected a number in [0, 1{')' if field == 'test_fraction' else ']'}, got {value!r}",
+                               status=422, field=field)
+    return {key: value for key, value in body.items() if value is not None}
+
+
+@bp.post("/projects/<name>/exports")
+def create_export(name: str):
+    require_admin()
+    body = request.get_json(silent=True) if request.content_length else {}
+    if not isinstance(body, dict):
+        raise LabelerError("the request body must be a JSON object (Content-Type: application/json)", status=400, field="body")
+    filters = check_export_filters(body)
+    with get_db().read() as session:
+        projects.find_project(session, name)
+    from labeler.export import export_project
+
+    out_dir = new_export_dir(name)
+    result = export_project(get_db(), name, out_dir, **filters, created_by=g.api_user.id)
+    result = json.loads(json.dumps(result, default=str))
+    if "id" in result:
+        result["download_url"] = url_for("api.download_export", export_id=result["id"])
+    return jsonify(export=result), 201
+
+
+@bp.get("/exports/<int:export_id>/download")
+def download_export(export_id: int):
+    require_admin()
+    from labeler.export import zip_export
+
+    with get_db().read() as session:
+        buffer = zip_export(session, export_id)
+    return send_file(buffer, mimetype="application/zip", as_attachment=True, download_name=f"export-{export_id}.zip")

@@ -3,6 +3,7 @@
 Configuration comes from, in order: defaults, `LABELER_*` environment variables, `test_config`.
   DATABASE_URL  SQLAlchemy URL (default sqlite:///labels.db: a SQLite file in WAL mode)
   SECRET_KEY    required outside debug/testing: the app refuses to start without one
+  EXPORT_DIR    where exports made from the web/API go (default: <instance path>/exports)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def load_settings(test_config: dict | None = None) -> dict:
         "DEBUG": os.environ.get("LABELER_DEBUG", "0") == "1",
         "LEASE_SECONDS": int(os.environ.get("LABELER_LEASE_SECONDS", "0") or 0),  # 0: the project's own
         "LOGIN_RATE_LIMIT": int(os.environ.get("LABELER_LOGIN_RATE_LIMIT", "10")),  # failed tries / minute / IP+user
+        "EXPORT_DIR": os.environ.get("LABELER_EXPORT_DIR") or None,
         "TESTING": False,
     }
     settings.update(test_config or {})
@@ -54,7 +56,31 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(annotate.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(api.bp)
+    app.register_error_handler(404, json_errors_under_api)
+    app.register_error_handler(405, json_errors_under_api)
     return app
+
+
+def new_export_dir(project_name: str) -> "os.PathLike":
+    """A fresh folder name under EXPORT_DIR for an export made from the web page or the API."""
+    import secrets
+    from pathlib import Path
+
+    from flask import current_app
+
+    from labeler.models import utcnow
+
+    root = Path(current_app.config.get("EXPORT_DIR") or Path(current_app.instance_path) / "exports")
+    return root / f"{project_name}-{utcnow():%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+def json_errors_under_api(err):
+    """404/405 for unknown URLs under /api/ answer JSON like every other API error."""
+    from flask import jsonify, request
+
+    if request.path.startswith("/api/"):
+        return jsonify(error=f"{err.description} ({request.method} {request.path})", field=None), err.code
+    return err
 
 
 def get_db(app: Flask | None = None) -> Database:

@@ -1,5 +1,61 @@
-"""Blueprint 'auth' (being built)."""
+"""Blueprint 'auth': log in and out with a username and password (hashed; see labeler.accounts).
 
-from flask import Blueprint
+Failed attempts are rate limited per IP and username (LOGIN_RATE_LIMIT per minute, then 429), the
+session is cleared on login (no session fixation), and deactivated users cannot log in.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, redirect, render_template, request, session, url_for
+from sqlalchemy import select
+
+from labeler import accounts
+from labeler.app import get_db
+from labeler.models import User
+from labeler.security import current_user, login_limiter
 
 bp = Blueprint("auth", __name__)
+
+
+def safe_next(target: str | None) -> str:
+    """Only same-site paths: a `next=https://evil.example` link must not turn login into an open redirect."""
+    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+        return target
+    return url_for("annotate.index")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if request.method == "GET":
+        if current_user() is not None:
+            return redirect(safe_next(request.args.get("next")))
+        return render_template("login.html", error=None, username="", next=request.args.get("next", ""))
+
+    username = request.form.get("username", "").strip()
+    password = request.form.get("password", "")
+    ip = request.remote_addr or "?"
+    limiter = login_limiter()
+    if limiter.blocked(ip, username):
+        error = "Too many failed attempts for this account from your address. Wait a minute and try again."
+        return render_template("login.html", error=error, username=username, next=request.form.get("next", "")), 429
+
+    with get_db().read() as s:
+        user = s.scalar(select(User).where(User.username == username))
+    # One message for every failure: it must not tell an attacker which usernames exist.
+    if user is None or not user.active or not accounts.check_password(user, password):
+        limiter.record_failure(ip, username)
+        error = "Wrong username or password, or the account is deactivated."
+        return render_template("login.html", error=error, username=username, next=request.form.get("next", "")), 401
+
+    limiter.reset(ip, username)
+    session.clear()
+    session["user_id"] = user.id
+    return redirect(safe_next(request.form.get("next")))
+
+
+@bp.post("/logout")
+def logout():
+    session.clear()
+    return redirect(url_for("auth.login"))

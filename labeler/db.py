@@ -7,9 +7,10 @@ unchanged: the SQLite-only parts are skipped.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 BUSY_TIMEOUT_MS = 30_000
@@ -72,3 +73,52 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def alembic_config(url: str):
+    """Alembic's config for this package; the script location is set here so any working directory works."""
+    from alembic.config import Config
+
+    config = Config(str(PACKAGE_DIR / "alembic.ini"))
+    config.set_main_option("script_location", str(PACKAGE_DIR / "migrations"))
+    config.attributes["database_url"] = url  # not set_main_option: a URL's '%' would trip ini interpolation
+    return config
+
+
+def upgrade_database(url: str) -> str:
+    """`alembic upgrade head`: creates a fresh database, migrates an old one, and is a no-op at head.
+
+    A database made by `create_all` (no alembic_version table) is stamped at head instead of migrated,
+    since create_all already built the current schema. Returns the revision the database is at.
+    """
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    config = alembic_config(url)
+    engine = make_engine(url)
+    try:
+        tables = set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    if "user" in tables and "alembic_version" not in tables:
+        command.stamp(config, "head")
+    else:
+        command.upgrade(config, "head")
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision stamped in the database, or None when it was never initialised."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("")).get_current_head()

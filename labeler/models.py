@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from labeler.db import Base
@@ -77,6 +77,7 @@ class Task(Base):
     meta: Mapped[dict] = mapped_column(JSON, default=dict)
     is_gold: Mapped[bool] = mapped_column(Boolean, default=False)
     gold_ranking: Mapped[Optional[dict]] = mapped_column(JSON, nullable=True)  # {response_id: rank}
+    source: Mapped[str] = mapped_column(String(255), default="")  # where the task came from: a file name or "api"
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     prompt: Mapped[Prompt] = relationship()
     responses: Mapped[list["Response"]] = relationship(order_by="Response.position", back_populates="task")
@@ -97,7 +98,8 @@ class Assignment(Base):
     """A lease: an annotator holds a task until `expires_at`; expired leases are reclaimed."""
 
     __tablename__ = "assignment"
-    __table_args__ = (UniqueConstraint("task_id", "user_id"),)
+    # the composite index serves the "in-flight leases of this task" count that every next-task query makes
+    __table_args__ = (UniqueConstraint("task_id", "user_id"), Index("ix_assignment_task_status", "task_id", "status", "expires_at"))
     id: Mapped[int] = mapped_column(primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)

@@ -1,0 +1,73 @@
+"""Accounts: users with hashed passwords (werkzeug's scrypt) and API tokens.
+
+A token is shown once, when it is made; the database keeps only its sha256, so a leaked database file
+does not leak working tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from labeler.errors import LabelerError
+from labeler.models import ROLES, ApiToken, User
+
+TOKEN_PREFIX = "lbl_"  # makes a leaked token easy to recognise in logs and secret scanners
+
+
+def hash_password(password: str) -> str:
+    return generate_password_hash(password)
+
+
+def check_password(user: User | None, password: str) -> bool:
+    return bool(user and user.active and password and check_password_hash(user.password_hash, password))
+
+
+def create_user(session: Session, username: str, password: str, role: str = "annotator", simulated: bool = False) -> User:
+    username = (username or "").strip()
+    if not username:
+        raise LabelerError("username must not be empty", field="username")
+    if len(username) > 80:
+        raise LabelerError(f"username '{username[:20]}...' is longer than 80 characters", field="username")
+    if role not in ROLES:
+        raise LabelerError(f"role '{role}' is unknown: use one of {', '.join(ROLES)}", field="role")
+    if not password:
+        raise LabelerError("password must not be empty", field="password")
+    if session.scalar(select(User).where(User.username == username)) is not None:
+        raise LabelerError(f"user '{username}' already exists", status=409, field="username")
+    user = User(username=username, password_hash=hash_password(password), role=role, active=True, simulated=simulated)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def find_user(session: Session, username: str) -> User:
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise LabelerError(f"user '{username}' does not exist", status=404, field="username")
+    return user
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_token(session: Session, user: User, name: str = "") -> str:
+    """A new API token for `user`; the plain token is returned here and never stored."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiToken(user_id=user.id, name=name[:80], token_hash=hash_token(token)))
+    session.flush()
+    return token
+
+
+def user_for_token(session: Session, token: str) -> User | None:
+    if not token:
+        return None
+    row = session.scalar(
+        select(User).join(ApiToken, ApiToken.user_id == User.id).where(ApiToken.token_hash == hash_token(token), User.active.is_(True))
+    )
+    return row

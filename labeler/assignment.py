@@ -1,0 +1,233 @@
+"""Assignment: who labels what next, under leases, so that no task gets more than `overlap` annotations.
+
+A task's load is its completed annotations plus its unexpired active leases. `next_task` leases the
+least-loaded task below the overlap that the annotator has not done (oldest first on ties). Both
+functions read then write, so they must run inside `db.write()`: on SQLite that transaction holds the
+write lock from its first statement (BEGIN IMMEDIATE), which serialises concurrent annotators and makes
+the load count and the lease one atomic step.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+import random
+
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.orm import Session
+
+from labeler.errors import LabelerError
+from labeler.models import Annotation, Assignment, Project, Task, User, utcnow
+
+PAYLOAD_KEYS = {"ranking", "all_bad", "scores", "rationale", "edited_response", "seconds_spent"}
+MAX_TEXT = 100_000
+
+
+def lease_seconds_for(project: Project) -> int:
+    """The app's LEASE_SECONDS when set (> 0), else the project's own."""
+    try:
+        from flask import current_app, has_app_context
+
+        if has_app_context() and int(current_app.config.get("LEASE_SECONDS") or 0) > 0:
+            return int(current_app.config["LEASE_SECONDS"])
+    except ImportError:  # plain-Python callers without Flask
+        pass
+    return project.lease_seconds
+
+
+def shuffled_order(task: Task, user: User) -> list[int]:
+    """The task's response ids in a per-annotator order: seeded by (task, user), so it is reproducible."""
+    ids = [r.id for r in task.responses]
+    seed = int.from_bytes(hashlib.sha256(f"{task.id}:{user.id}".encode()).digest()[:8], "big")
+    random.Random(seed).shuffle(ids)
+    return ids
+
+
+def lock_project(session: Session, project_id: int) -> None:
+    """Serialise assignment per project on servers without BEGIN IMMEDIATE (PostgreSQL: SELECT ... FOR
+    UPDATE on the project row). SQLite leaves FOR UPDATE out; there the transaction already holds the lock."""
+    session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
+
+
+def reclaim_expired(session: Session, project: Project, now: dt.datetime) -> int:
+    in_project = select(Task.id).where(Task.project_id == project.id)
+    result = session.execute(
+        update(Assignment)
+        .where(Assignment.status == "active", Assignment.expires_at <= now, Assignment.task_id.in_(in_project))
+        .values(status="expired")
+    )
+    return result.rowcount or 0
+
+
+def task_load(now: dt.datetime, exclude_user_id: int | None = None):
+    """SQL expression: completed annotations + unexpired active leases (optionally not counting one user's)."""
+    done = select(func.count(Annotation.id)).where(Annotation.task_id == Task.id).scalar_subquery()
+    lease_filter = [Assignment.task_id == Task.id, Assignment.status == "active", Assignment.expires_at > now]
+    if exclude_user_id is not None:
+        lease_filter.append(Assignment.user_id != exclude_user_id)
+    leased = select(func.count(Assignment.id)).where(*lease_filter).scalar_subquery()
+    return done + leased
+
+
+def annotated_by(user: User):
+    return exists().where(Annotation.task_id == Task.id, Annotation.user_id == user.id)
+
+
+def next_task(session: Session, project: Project, user: User, now: dt.datetime | None = None,
+              lease_seconds: int | None = None) -> tuple[Task, Assignment] | None:
+    """The task this annotator should label now, leased to them; None when nothing is left for them."""
+    now = now or utcnow()
+    lock_project(session, project.id)
+    reclaim_expired(session, project, now)
+    held = session.execute(
+        select(Task, Assignment)
+        .join(Assignment, Assignment.task_id == Task.id)
+        .where(Task.project_id == project.id, Assignment.user_id == user.id, Assignment.status == "active",
+               Assignment.expires_at > now, ~annotated_by(user))
+        .order_by(Assignment.leased_at, Task.id)
+        .limit(1)
+    ).first()
+    if held is not None:
+        return held.Task, held.Assignment
+    load = task_load(now)
+    task = session.scalars(
+        select(Task).where(Task.project_id == project.id, ~annotated_by(user), load < project.overlap)
+        .order_by(load, Task.id).limit(1)
+    ).first()
+    if task is None:
+        return None
+    expires_at = now + dt.timedelta(seconds=lease_seconds or lease_seconds_for(project))
+    assignment = session.scalar(select(Assignment).where(Assignment.task_id == task.id, Assignment.user_id == user.id))
+    if assignment is None:  # first visit: the display order is drawn once and kept for good
+        assignment = Assignment(task_id=task.id, user_id=user.id, display_order=shuffled_order(task, user))
+        session.add(assignment)
+    assignment.status, assignment.leased_at, assignment.expires_at = "active", now, expires_at
+    session.flush()
+    return task, assignment
+
+
+def validate_payload(payload, task: Task, project: Project) -> dict:
+    """An annotation payload, checked against the task's responses and the project's criteria."""
+
+    def fail(field: str, message: str, status: int = 422):
+        raise LabelerError(f"field '{field}': {message}", status=status, field=field)
+
+    if not isinstance(payload, dict):
+        fail("body", "expected a JSON object", 400)
+    unknown = sorted(set(payload) - PAYLOAD_KEYS)
+    if unknown:
+        fail(unknown[0], f"unknown key (allowed: {', '.join(sorted(PAYLOAD_KEYS))})")
+    ids = {str(r.id) for r in task.responses}
+    n = len(ids)
+    all_bad = payload.get("all_bad", False)
+    if not isinstance(all_bad, bool):
+        fail("all_bad", "expected true or false")
+    ranking = payload.get("ranking")
+    if ranking is None and all_bad:
+        ranking = {rid: 1 for rid in ids}  # "all bad" without an order: every response tied
+    if not isinstance(ranking, dict):
+        fail("ranking", "expected an object {response_id: rank} (1 = best, equal ranks for ties)")
+    ranking = {str(key): value for key, value in ranking.items()}
+    missing, extra = sorted(ids - set(ranking)), sorted(set(ranking) - ids)
+    if extra:
+        fail(f"ranking.{extra[0]}", f"response {extra[0]} is not part of task {task.id} (its responses: {sorted(ids, key=int)})")
+    if missing:
+        fail("ranking", f"every response must be ranked exactly once; missing {missing}")
+    for rid, rank in ranking.items():
+        if type(rank) is not int or not 1 <= rank <= n:
+            fail(f"ranking.{rid}", f"rank must be an integer from 1 to {n}, got {rank!r}")
+    scores = payload.get("scores", {}) or {}
+    if not isinstance(scores, dict):
+        fail("scores", "expected an object {criterion: {response_id: 1..5}}")
+    for criterion, per_response in scores.items():
+        if criterion not in (project.criteria or []):
+            fail(f"scores.{criterion}", f"not a criterion of project '{project.name}' (criteria: {project.criteria})")
+        if not isinstance(per_response, dict):
+            fail(f"scores.{criterion}", "expected an object {response_id: 1..5}")
+        for rid, score in per_response.items():
+            if str(rid) not in ids:
+                fail(f"scores.{criterion}.{rid}", f"response {rid} is not part of task {task.id}")
+            if type(score) is not int or not 1 <= score <= 5:
+                fail(f"scores.{criterion}.{rid}", f"score must be an integer from 1 to 5, got {score!r}")
+    scores = {c: {str(rid): s for rid, s in per.items()} for c, per in scores.items()}
+    rationale = payload.get("rationale", "") or ""
+    if not isinstance(rationale, str) or len(rationale) > MAX_TEXT:
+        fail("rationale", f"expected text of at most {MAX_TEXT} characters")
+    edited = payload.get("edited_response")
+    if edited is not None and (not isinstance(edited, str) or len(edited) > MAX_TEXT):
+        fail("edited_response", f"expected text of at most {MAX_TEXT} characters, or null")
+    edited = edited if edited and edited.strip() else None
+    if edited is not None and not project.allow_edit:
+        fail("edited_response", f"project '{project.name}' does not take edited responses")
+    seconds = payload.get("seconds_spent", 0.0)
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
+        fail("seconds_spent", f"expected a number of seconds >= 0, got {seconds!r}")
+    return {"ranking": ranking, "all_bad": all_bad, "scores": scores, "rationale": rationale,
+            "edited_response": edited, "seconds_spent": float(seconds)}
+
+
+def submit_annotation(session: Session, task_id: int, user: User, payload: dict,
+                      now: dt.datetime | None = None) -> tuple[Annotation, bool]:
+    """Store this annotator's label for a task; returns (annotation, created).
+
+    A second submission by the same annotator (going back, a double click, a retry) updates the one
+    annotation in place. A first submission needs the annotator's lease: if it expired and others have
+    since filled the overlap, it is refused with 409 and nothing is written.
+    """
+    now = now or utcnow()
+    task = session.get(Task, task_id)
+    if task is None:
+        raise LabelerError(f"task {task_id} does not exist", status=404, field="task_id")
+    lock_project(session, task.project_id)
+    project = session.get(Project, task.project_id)
+    values = validate_payload(payload, task, project)
+    assignment = session.scalar(select(Assignment).where(Assignment.task_id == task.id, Assignment.user_id == user.id))
+    annotation = session.scalar(select(Annotation).where(Annotation.task_id == task.id, Annotation.user_id == user.id))
+    if annotation is not None:
+        for key, value in values.items():
+            setattr(annotation, key, value)
+        annotation.updated_at = now
+        if assignment is not None:
+            assignment.status = "done"
+        session.flush()
+        return annotation, False
+    if assignment is None:
+        raise LabelerError(f"task {task.id} is not assigned to you: fetch it with GET /api/v1/projects/{project.name}/next",
+                           status=409, field="task_id")
+    lease_alive = assignment.status == "active" and assignment.expires_at > now
+    if not lease_alive:
+        others = session.scalar(select(task_load(now, exclude_user_id=user.id)).where(Task.id == task.id))
+        if others >= project.overlap:
+            raise LabelerError(f"your lease on task {task.id} expired and other annotators have completed it; "
+                               "fetch the next task", status=409, field="task_id")
+    annotation = Annotation(task_id=task.id, user_id=user.id, display_order=list(assignment.display_order),
+                            created_at=now, updated_at=now, **values)
+    session.add(annotation)
+    assignment.status = "done"
+    session.flush()
+    return annotation, True
+
+
+def progress(session: Session, project: Project, user: User) -> dict:
+    """done: this annotator's annotations; remaining: tasks still open to them; seconds: time recorded."""
+    done, seconds = session.execute(
+        select(func.count(Annotation.id), func.coalesce(func.sum(Annotation.seconds_spent), 0.0))
+        .join(Task, Task.id == Annotation.task_id)
+        .where(Task.project_id == project.id, Annotation.user_id == user.id)
+    ).one()
+    remaining = session.scalar(
+        select(func.count(Task.id)).where(Task.project_id == project.id, ~annotated_by(user),
+                                          task_load(utcnow(), exclude_user_id=user.id) < project.overlap)
+    )
+    return {"done": int(done), "remaining": int(remaining or 0), "seconds": float(seconds)}
+
+
+def previous_annotations(session: Session, project: Project, user: User, limit: int = 10) -> list[Annotation]:
+    """This annotator's latest annotations in the project, newest first (the "go back" list)."""
+    return list(session.scalars(
+        select(Annotation).join(Task, Task.id == Annotation.task_id)
+        .where(Task.project_id == project.id, Annotation.user_id == user.id)
+        .order_by(Annotation.created_at.desc(), Annotation.id.desc())
+        .limit(limit)
+    ))

@@ -1,0 +1,300 @@
+"""`labeler`: the labeling app's command line.
+
+    labeler init-db
+    labeler users add alice --role admin
+    labeler users token alice
+    labeler projects create demo --k 3 --overlap 2 --criteria helpful,harmless --guidelines guide.md
+    labeler import runs/demo/generate/tasks.jsonl --project demo
+    labeler serve --port 5000
+    labeler export --project demo --out exports/demo
+
+Every command takes --db URL (default: $LABELER_DATABASE_URL, else sqlite:///labels.db).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from labeler.app import DEFAULT_DATABASE_URL
+from labeler.errors import LabelerError
+
+
+class UserError(click.ClickException):
+    """A LabelerError on its way out: one line, no traceback, exit status 1."""
+
+    def show(self, file=None):
+        click.echo(f"labeler: error: {self.message}", err=True)
+
+
+class Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LabelerError as err:
+            raise UserError(str(err)) from None
+        except OperationalError as err:  # most often a database that `init-db` never created
+            reason = str(err.orig) if err.orig is not None else str(err)
+            raise UserError(f"database error ({reason}); is the database initialised? run `labeler init-db --db URL`") from None
+
+
+def db_option(command):
+    """--db on every command, so each can point at another database without touching the environment."""
+
+    @click.option("--db", "db_url", envvar="LABELER_DATABASE_URL", default=DEFAULT_DATABASE_URL, show_default=True,
+                  show_envvar=True, metavar="URL", help="SQLAlchemy database URL, e.g. sqlite:///labels.db or postgresql+psycopg://...")
+    @functools.wraps(command)
+    def wrapped(*args, db_url, **kwargs):
+        return command(*args, db_url=db_url, **kwargs)
+
+    return wrapped
+
+
+def open_db(url: str):
+    from labeler.db import Database
+
+    return Database(url)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rlhf-loop", prog_name="labeler")
+def main():
+    """The labeling app: annotators rank model responses in the browser; admins run projects, check
+    quality and export TRL preference data.
+
+    A typical session: init-db, users add (an admin and annotators), projects create, import a tasks
+    JSONL file (from `rlhf generate`), serve, and once labels are in, export.
+    """
+
+
+@main.command("init-db")
+@db_option
+def init_db(db_url):
+    """Create or migrate the database schema (alembic upgrade head).
+
+    Safe to run again: a database already at the latest schema is left as it is.
+    """
+    from labeler.db import upgrade_database
+
+    revision = upgrade_database(db_url)
+    click.echo(f"database {db_url} is at schema revision {revision}")
+
+
+# ---- users -------------------------------------------------------------------------------------------
+
+
+@main.group(cls=Group)
+def users():
+    """Accounts: add admins and annotators, list them, deactivate them, make API tokens."""
+
+
+@users.command("add")
+@click.argument("username")
+@click.option("--role", type=click.Choice(["annotator", "admin"]), default="annotator", show_default=True,
+              help="admins run projects, see quality figures and export; annotators label.")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
+              help="The login password (prompted for, hidden, when not given).")
+@click.option("--simulated", is_flag=True, help="Mark the account as a simulated annotator (a script, not a person).")
+@db_option
+def users_add(username, role, password, simulated, db_url):
+    """Add a user who can log in to the web app."""
+    from labeler.accounts import create_user
+
+    with open_db(db_url).write() as session:
+        user = create_user(session, username, password, role=role, simulated=simulated)
+        click.echo(f"added {user.role} '{user.username}' (id {user.id})")
+
+
+@users.command("list")
+@db_option
+def users_list(db_url):
+    """List users: id, name, role, and whether they are active."""
+    from labeler.models import User
+
+    with open_db(db_url).read() as session:
+        rows = session.scalars(select(User).order_by(User.id)).all()
+    for user in rows:
+        flags = ("" if user.active else " (deactivated)") + (" (simulated)" if user.simulated else "")
+        click.echo(f"{user.id:>4}  {user.username:<24} {user.role:<10}{flags}")
+    if not rows:
+        click.echo("no users yet: add one with `labeler users add NAME --role admin`")
+
+
+@users.command("deactivate")
+@click.argument("username")
+@db_option
+def users_deactivate(username, db_url):
+    """Stop a user from logging in or using their API tokens; their annotations stay."""
+    from labeler.accounts import find_user
+
+    with open_db(db_url).write() as session:
+        find_user(session, username).active = False
+    click.echo(f"deactivated '{username}'")
+
+
+@users.command("token")
+@click.argument("username")
+@click.option("--name", default="", help="A label for the token, e.g. the script that uses it.")
+@db_option
+def users_token(username, name, db_url):
+    """Make a new API token for USERNAME and print it (shown this once; only its hash is stored)."""
+    from labeler.accounts import create_token, find_user
+
+    with open_db(db_url).write() as session:
+        user = find_user(session, username)
+        if not user.active:
+            raise LabelerError(f"user '{username}' is deactivated", field="username")
+        token = create_token(session, user, name=name)
+    click.echo(token)
+
+
+# ---- projects ----------------------------------------------------------------------------------------
+
+
+@main.group(cls=Group)
+def projects():
+    """Labeling projects: K responses per task, N annotators per task, criteria and guidelines."""
+
+
+@projects.command("create")
+@click.argument("name")
+@click.option("--k", type=int, default=2, show_default=True, help="Responses per task (2: pairwise; more: a ranking).")
+@click.option("--overlap", type=int, default=1, show_default=True, help="Annotators per task (2+ lets you measure agreement).")
+@click.option("--criteria", default="", help="Comma-separated names of optional 1-5 scores, e.g. helpful,harmless.")
+@click.option("--guidelines", default="", help="Markdown shown to annotators: a file path, or the text itself.")
+@click.option("--lease-seconds", type=int, default=900, show_default=True,
+              help="How long an annotator holds a task before it goes back to the pool.")
+@click.option("--no-edit", is_flag=True, help="Hide the 'write a better response' box.")
+@click.option("--no-rationale", is_flag=True, help="Do not ask for a free-text rationale.")
+@db_option
+def projects_create(name, k, overlap, criteria, guidelines, lease_seconds, no_edit, no_rationale, db_url):
+    """Create project NAME (letters, digits, '.', '_', '-'; it appears in URLs).
+
+    Each task shows K responses to rank; each task is labeled by OVERLAP different annotators, which is
+    what inter-annotator agreement is measured on. Tasks come later with `labeler import`.
+    """
+    from labeler.projects import create_project
+
+    if guidelines and len(guidelines) < 4096 and Path(guidelines).is_file():
+        guidelines = Path(guidelines).read_text(encoding="utf-8")
+    names = [c.strip() for c in criteria.split(",") if c.strip()]
+    with open_db(db_url).write() as session:
+        project = create_project(session, name, k=k, overlap=overlap, criteria=names, guidelines=guidelines,
+                                 lease_seconds=lease_seconds, allow_edit=not no_edit, ask_rationale=not no_rationale)
+        click.echo(f"created project '{project.name}': k={project.k}, overlap={project.overlap}, criteria={project.criteria or '-'}")
+
+
+@projects.command("list")
+@db_option
+def projects_list(db_url):
+    """List projects with their settings and progress."""
+    from labeler.models import Project
+    from labeler.projects import count_project
+
+    with open_db(db_url).read() as session:
+        rows = session.scalars(select(Project).order_by(Project.id)).all()
+        for p in rows:
+            c = count_project(session, p)
+            click.echo(f"{p.id:>4}  {p.name:<24} k={p.k} overlap={p.overlap}  tasks={c['tasks']} "
+                       f"complete={c['tasks_complete']} annotations={c['annotations']}/{c['annotations_needed']}")
+    if not rows:
+        click.echo("no projects yet: create one with `labeler projects create NAME --k 2`")
+
+
+# ---- data in and out ---------------------------------------------------------------------------------
+
+
+@main.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--project", "project_name", required=True, help="The project the tasks go to.")
+@db_option
+def import_file(file, project_name, db_url):
+    """Import tasks from a JSONL FILE (one task per line, DESIGN.md's contract).
+
+    The whole file is checked first: one bad line fails the import with its line number and nothing
+    is written. Tasks already in the project are skipped, so re-importing a file adds nothing.
+    """
+    from labeler.importer import import_tasks, validate_tasks_file
+    from labeler.projects import find_project
+
+    db = open_db(db_url)
+    with db.read() as session:
+        k = find_project(session, project_name).k
+    tasks = validate_tasks_file(file, k=k)
+    with db.write() as session:
+        counts = import_tasks(session, find_project(session, project_name), tasks, source=file.name)
+    click.echo(f"imported {counts['created']} tasks into '{project_name}' ({counts['skipped']} already present) from {file}")
+
+
+@main.command("export")
+@click.option("--project", "project_name", required=True, help="The project to export.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the datasets (preferences, sft, raw) and their JSONL copies.")
+@click.option("--aggregation", type=click.Choice(["majority", "bradley-terry"]), default="majority", show_default=True,
+              help="How rankings of several annotators become pairs: majority vote per pair (ties dropped) or Bradley-Terry scores.")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None, help="Drop tasks whose annotators agree on fewer pairs than this fraction.")
+@click.option("--min-gold-accuracy", type=click.FloatRange(0, 1), default=None, help="Drop annotators whose gold-task accuracy is below this.")
+@click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Fraction of prompts held out as the test split (deterministic by prompt).")
+@db_option
+def export(project_name, out_dir, aggregation, min_agreement, min_gold_accuracy, test_fraction, db_url):
+    """Export a project as Hugging Face datasets and JSONL: TRL preference pairs, SFT data, raw annotations."""
+    try:
+        from labeler.export import export_project
+    except ImportError as err:
+        raise LabelerError(f"export is not available in this install ({err})") from None
+    filters = {"aggregation": aggregation, "min_agreement": min_agreement, "min_gold_accuracy": min_gold_accuracy,
+               "test_fraction": test_fraction}
+    result = export_project(open_db(db_url), project_name, out_dir, **{k: v for k, v in filters.items() if v is not None})
+    click.echo(json.dumps(result, indent=2, default=str))
+
+
+@main.command("stats")
+@click.option("--project", "project_name", required=True, help="The project to report on.")
+@db_option
+def stats(project_name, db_url):
+    """Print a project's progress and quality figures (agreement, gold accuracy, throughput) as JSON."""
+    from labeler.projects import count_project, find_project
+
+    with open_db(db_url).read() as session:
+        project = find_project(session, project_name)
+        data = {"project": project.name, "counts": count_project(session, project)}
+        try:
+            from labeler.quality import project_quality
+        except ImportError:
+            project_quality = None
+        if project_quality is not None:
+            data["quality"] = project_quality(session, project)
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=int, default=5000, show_default=True, help="TCP port.")
+@click.option("--debug", is_flag=True, help="Flask debug mode: tracebacks in the browser and a dev secret key. Never in production.")
+@db_option
+def serve(host, port, debug, db_url):
+    """Run the web app on werkzeug's threaded server (for a team, or PostgreSQL, run it under gunicorn).
+
+    Outside --debug it refuses to start unless LABELER_SECRET_KEY is set.
+    """
+    from labeler.app import create_app
+    from labeler.db import current_revision, head_revision
+
+    app = create_app({"DATABASE_URL": db_url, **({"DEBUG": True} if debug else {})})
+    from labeler.app import get_db
+
+    if current_revision(get_db(app).engine) != head_revision():
+        raise LabelerError(f"database {db_url} is not initialised or not at the latest schema: run `labeler init-db --db {db_url}`")
+    click.echo(f"labeler serving {db_url} on http://{host}:{port}/ (debug {'on' if debug else 'off'})", err=True)
+    app.run(host=host, port=port, debug=debug, threaded=True, use_reloader=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,403 @@
+"""`labeler export`: a project's labels as the data TRL trains on. Plain Python, no Flask app needed.
+
+    from labeler.db import Database
+    from labeler.export import export_project
+    export_project(Database("sqlite:///labels.db"), "my-project", "exports/v1")
+
+The folder it writes:
+
+    preferences/        datasets.DatasetDict (train, test): prompt, chosen, rejected + provenance
+    preferences.jsonl   the same rows with a `split` field
+    sft/  sft.jsonl     prompt, completion (+ provenance, `source`: "top_ranked" or "edited")
+    annotations.jsonl   every raw annotation of the project (ranking by response id, display order,
+                        scores, rationale, edit, seconds, timestamps)
+    export.json         filters, counts (kept and dropped, with reasons) and the content hash
+
+Format: TRL's conversational one. `prompt` is a list of messages (a plain-string prompt becomes one
+user message), `chosen`, `rejected` and `completion` are one assistant message each. Provenance
+columns: task_id, prompt_id, chosen_response_id, rejected_response_id, annotation_ids and annotators
+(the annotations that ranked both responses, and their usernames), agreement (the share of those
+annotations whose ranking has the exported direction; a tie counts against) and simulated (any of
+them from a simulated annotator).
+
+How labels become pairs, per task:
+1. Filters first. `min_gold_accuracy` drops every annotation of an annotator whose gold accuracy
+   (labeler.quality) is below it; an annotator with no gold task labeled has no accuracy and is
+   dropped too, since a threshold asks for evidence. `min_agreement` then drops a task whose
+   pairwise agreement among its remaining rankings is below it; a task with a single ranking has no
+   measurable agreement and is dropped as well. Unset filters drop nothing.
+2. An annotation flagged "all bad" gives no preference pairs (every response was bad, so "better"
+   means nothing); the task's other annotations still vote.
+3. Aggregation across annotators (labeler.aggregate has the details): "majority" keeps a pair in the
+   direction with strictly more votes than the other direction and than ties (split votes and
+   ties dropped); "bradley-terry" fits Bradley-Terry scores to the task's rankings and orders every
+   pair by them (equal scores dropped).
+4. SFT: the task's top response by the aggregate (most majority wins minus losses, or the highest
+   Bradley-Terry score) when exactly one response is on top and no annotation called the task all
+   bad; plus every annotator-edited response (an edit on an all-bad task is exactly the better answer
+   the task lacked).
+
+Split: a prompt goes to test iff int(sha256(prompt_hash)) / 2**256 < test_fraction, so a prompt
+lands in the same split in every export, and SFT and preference data of one prompt share a split.
+The content hash is the sha256 of the three JSONL files, which are written in a canonical order
+(sorted keys and rows): the same labels and filters give the same hash, whenever exported.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from labeler.aggregate import aggregate_majority, bradley_terry, compare_ranks, order_by_scores, pairwise_agreement, sort_key_id
+from labeler.db import Database
+from labeler.errors import LabelerError
+from labeler.models import Export, Task, User, utcnow
+from labeler.quality import gold_accuracy_by_user, load_annotations, resolve_project, str_keys
+
+AGGREGATIONS = ("majority", "bradley-terry")
+JSONL_FILES = ("preferences.jsonl", "sft.jsonl", "annotations.jsonl")
+
+
+def split_for_prompt(prompt_hash: str, test_fraction: float) -> str:
+    """'test' iff int(sha256(prompt_hash)) / 2**256 < test_fraction: stable across exports."""
+    return "test" if int(hashlib.sha256(prompt_hash.encode()).hexdigest(), 16) / 2**256 < test_fraction else "train"
+
+
+def to_messages(prompt) -> list[dict]:
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    return [{"role": m["role"], "content": m["content"]} for m in prompt]
+
+
+def assistant(text: str) -> list[dict]:
+    return [{"role": "assistant", "content": text}]
+
+
+def check_options(aggregation, min_agreement, min_gold_accuracy, test_fraction) -> None:
+    if aggregation not in AGGREGATIONS:
+        raise LabelerError(f"aggregation: {aggregation!r} is not one of {', '.join(AGGREGATIONS)}", field="aggregation")
+    for field, value in (("min_agreement", min_agreement), ("min_gold_accuracy", min_gold_accuracy), ("test_fraction", test_fraction)):
+        if (value is not None or field == "test_fraction") and not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0):
+            raise LabelerError(f"{field}: must be a number between 0 and 1, got {value!r}", field=field)
+
+
+def check_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise LabelerError(f"{out}: exists and is not a folder", field="out")
+    if out.is_dir() and any(out.iterdir()):
+        raise LabelerError(f"{out}: the export folder is not empty; choose a new folder", field="out")
+
+
+def aggregate_task(rankings: list[dict], aggregation: str) -> tuple[list[dict], int, str | None]:
+    """(pairs as {chosen, rejected, voters: [index], agreement}, pairs dropped, top response id or None)."""
+    if aggregation == "majority":
+        result = aggregate_majority(rankings)
+        pairs = [{"chosen": p["chosen"], "rejected": p["rejected"], "voters": p["annotators"], "agreement": p["agreement"]} for p in result["pairs"]]
+        wins: Counter = Counter({rid: 0 for ranking in rankings for rid in ranking})
+        for p in pairs:  # Copeland score: majority wins minus losses
+            wins[p["chosen"]] += 1
+            wins[p["rejected"]] -= 1
+        scores = {rid: float(v) for rid, v in wins.items()}
+        return pairs, len(result["dropped"]), unique_top(scores)
+    scores = bradley_terry(rankings)
+    kept, equal = order_by_scores(scores)
+    pairs = []
+    for chosen, rejected in kept:
+        verdicts = [(i, compare_ranks(r, chosen, rejected)) for i, r in enumerate(rankings)]
+        voters = [i for i, v in verdicts if v is not None]
+        agree = sum(1 for _, v in verdicts if v == ">")
+        pairs.append({"chosen": chosen, "rejected": rejected, "voters": voters, "agreement": agree / len(voters) if voters else 0.0})
+    return pairs, len(equal), unique_top(scores)
+
+
+def unique_top(scores: dict[str, float]) -> str | None:
+    if not scores:
+        return None
+    ordered = sorted(scores.items(), key=lambda kv: -kv[1])
+    if len(ordered) > 1 and ordered[0][1] - ordered[1][1] < 1e-6:
+        return None
+    return ordered[0][0]
+
+
+def build_rows(session, project, aggregation, min_agreement, min_gold_accuracy, test_fraction):
+    """Everything the export writes, as rows, plus the counts."""
+    tasks = session.scalars(select(Task).where(Task.project_id == project.id).options(selectinload(Task.responses), selectinload(Task.prompt)).order_by(Task.id)).all()
+    rows = load_annotations(session, project)
+    gold = gold_accuracy_by_user(rows)
+    by_task = defaultdict(list)
+    for ann, task, user in rows:
+        by_task[task.id].append((ann, user))
+    dropped = {"annotations": Counter(), "tasks": Counter(), "pairs": Counter(), "sft": Counter()}
+    prefs, sft = [], []
+    tasks_used = annotations_used = 0
+
+    for task in tasks:
+        labels = by_task.get(task.id, [])
+        if not labels:
+            dropped["tasks"]["unlabeled"] += 1
+            continue
+        kept = []
+        for ann, user in labels:
+            accuracy = gold.get(user.id)
+            if min_gold_accuracy is not None and accuracy is None:
+                dropped["annotations"]["annotator_without_gold"] += 1
+            elif min_gold_accuracy is not None and accuracy < min_gold_accuracy:
+                dropped["annotations"]["below_gold_accuracy"] += 1
+            else:
+                kept.append((ann, user))
+        if not kept:
+            dropped["tasks"]["no_annotation_left"] += 1
+            continue
+        responses = {str(r.id): r for r in task.responses}
+        ranked = [(ann, user, {k: v for k, v in str_keys(ann.ranking).items() if k in responses}) for ann, user in kept if not ann.all_bad]
+        ranked = [(ann, user, r) for ann, user, r in ranked if len(r) >= 2]
+        if min_agreement is not None:
+            agreement = pairwise_agreement([[r for _, _, r in ranked]]) if len(ranked) >= 2 else None
+            if agreement is None:
+                dropped["tasks"]["agreement_unmeasured"] += 1
+                continue
+            if agreement < min_agreement:
+                dropped["tasks"]["low_agreement"] += 1
+                continue
+        tasks_used += 1
+        annotations_used += len(kept)
+        prompt = to_messages(task.prompt.prompt)
+        split = split_for_prompt(task.prompt.prompt_hash, test_fraction)
+        base = {"prompt": prompt, "task_id": task.id, "prompt_id": task.prompt_id}
+        any_all_bad = any(ann.all_bad for ann, _ in kept)
+
+        top = None
+        if ranked:
+            pairs, n_dropped, top = aggregate_task([r for _, _, r in ranked], aggregation)
+            dropped["pairs"]["no_majority" if aggregation == "majority" else "equal_scores"] += n_dropped
+            for p in pairs:
+                voters = [ranked[i] for i in p["voters"]]
+                prefs.append(
+                    base
+                    | {
+                        "chosen": assistant(responses[p["chosen"]].text),
+                        "rejected": assistant(responses[p["rejected"]].text),
+                        "chosen_response_id": int(p["chosen"]),
+                        "rejected_response_id": int(p["rejected"]),
+                        "annotation_ids": [ann.id for ann, _, _ in voters],
+                        "annotators": [user.username for _, user, _ in voters],
+                        "agreement": p["agreement"],
+                        "simulated": any(user.simulated for _, user, _ in voters),
+                        "split": split,
+                    }
+                )
+        elif any_all_bad:
+            dropped["pairs"]["all_bad_task"] += 1
+
+        if any_all_bad:
+            dropped["sft"]["all_bad"] += 1
+        elif top is None:
+            dropped["sft"]["no_unique_top"] += 1
+        else:
+            sft.append(
+                base
+                | {
+                    "completion": assistant(responses[top].text),
+                    "response_id": int(top),
+                    "annotation_ids": [ann.id for ann, _, _ in ranked],
+                    "annotators": [user.username for _, user, _ in ranked],
+                    "source": "top_ranked",
+                    "simulated": any(user.simulated for _, user, _ in ranked),
+                    "split": split,
+                }
+            )
+        for ann, user in kept:
+            if ann.edited_response and ann.edited_response.strip():
+                sft.append(
+                    base
+                    | {
+                        "completion": assistant(ann.edited_response),
+                        "response_id": None,
+                        "annotation_ids": [ann.id],
+                        "annotators": [user.username],
+                        "source": "edited",
+                        "simulated": bool(user.simulated),
+                        "split": split,
+                    }
+                )
+
+    raw = [
+        {
+            "id": ann.id,
+            "task_id": task.id,
+            "prompt_id": task.prompt_id,
+            "is_gold": bool(task.is_gold),
+            "user_id": user.id,
+            "username": user.username,
+            "simulated": bool(user.simulated),
+            "ranking": dict(sorted(str_keys(ann.ranking).items(), key=lambda kv: sort_key_id(kv[0]))),
+            "all_bad": bool(ann.all_bad),
+            "display_order": list(ann.display_order or []),
+            "scores": ann.scores or {},
+            "rationale": ann.rationale or "",
+            "edited_response": ann.edited_response,
+            "seconds_spent": float(ann.seconds_spent or 0.0),
+            "created_at": ann.created_at.isoformat() if ann.created_at else None,
+            "updated_at": ann.updated_at.isoformat() if ann.updated_at else None,
+        }
+        for ann, task, user in rows
+    ]
+    counts = {
+        "tasks": len(tasks),
+        "tasks_used": tasks_used,
+        "annotations": len(rows),
+        "annotations_used": annotations_used,
+        "pairs": {s: sum(1 for p in prefs if p["split"] == s) for s in ("train", "test")},
+        "sft": {s: sum(1 for p in sft if p["split"] == s) for s in ("train", "test")},
+        "sft_by_source": {src: sum(1 for p in sft if p["source"] == src) for src in ("top_ranked", "edited")},
+        "dropped": {kind: {reason: n for reason, n in sorted(c.items()) if n} for kind, c in dropped.items()},
+    }
+    return prefs, sft, raw, counts
+
+
+def dataset_features(kind: str):
+    from datasets import Features, List, Value
+
+    messages = List({"role": Value("string"), "content": Value("string")})
+    common = {"prompt": messages, "task_id": Value("int64"), "prompt_id": Value("int64"), "annotation_ids": List(Value("int64")), "annotators": List(Value("string")), "simulated": Value("bool")}
+    if kind == "preferences":
+        return Features(common | {"chosen": messages, "rejected": messages, "chosen_response_id": Value("int64"), "rejected_response_id": Value("int64"), "agreement": Value("float64")})
+    return Features(common | {"completion": messages, "response_id": Value("int64"), "source": Value("string")})
+
+
+def save_dataset(rows: list[dict], kind: str, path: Path) -> None:
+    from datasets import Dataset, DatasetDict
+
+    features = dataset_features(kind)
+    parts = {}
+    for split in ("train", "test"):
+        records = [{k: row[k] for k in features} for row in rows if row["split"] == split]
+        # from_list cannot build an empty dataset with a schema; from_dict can
+        parts[split] = Dataset.from_list(records, features=features) if records else Dataset.from_dict({k: [] for k in features}, features=features)
+    # one shard per split: datasets writes an empty split as zero shards, which load_from_disk cannot read
+    DatasetDict(parts).save_to_disk(str(path), num_shards={split: 1 for split in parts})
+
+
+def write_jsonl(rows: list[dict], path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def hash_content(folder: Path) -> str:
+    h = hashlib.sha256()
+    for name in JSONL_FILES:
+        h.update(name.encode() + b"\0")
+        h.update((folder / name).read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def export_project(
+    db: Database,
+    project_name: str,
+    out_dir,
+    aggregation: str = "majority",
+    min_agreement: float | None = None,
+    min_gold_accuracy: float | None = None,
+    test_fraction: float = 0.1,
+    created_by: int | None = None,
+) -> dict:
+    """Write the export folder (see the module docstring) and record it; returns
+    {"id", "content_hash", "counts", "filters", "path"}. The folder appears whole or not at all:
+    it is built in a temporary folder beside `out_dir` and renamed into place."""
+    check_options(aggregation, min_agreement, min_gold_accuracy, test_fraction)
+    out = Path(out_dir)
+    check_out_dir(out)
+    filters = {"aggregation": aggregation, "min_agreement": min_agreement, "min_gold_accuracy": min_gold_accuracy, "test_fraction": test_fraction}
+    with db.read() as session:
+        project = resolve_project(session, project_name)
+        if created_by is not None and session.get(User, created_by) is None:
+            raise LabelerError(f"created_by: no user with id {created_by}", field="created_by")
+        prefs, sft, raw, counts = build_rows(session, project, aggregation, min_agreement, min_gold_accuracy, test_fraction)
+        project_id, project_label = project.id, project.name
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    placed = False
+    try:
+        write_jsonl(prefs, tmp / "preferences.jsonl")
+        write_jsonl(sft, tmp / "sft.jsonl")
+        write_jsonl(raw, tmp / "annotations.jsonl")
+        save_dataset(prefs, "preferences", tmp / "preferences")
+        save_dataset(sft, "sft", tmp / "sft")
+        content_hash = hash_content(tmp)
+        # The row and the folder commit together: the row gets its id, export.json records it, the
+        # folder is renamed into place, and only then does the transaction commit.
+        with db.write() as session:
+            check_out_dir(out)  # another export may have taken the folder meanwhile
+            row = Export(project_id=project_id, created_by=created_by, filters=filters, counts=counts, content_hash=content_hash, path=str(out.resolve()), created_at=utcnow())
+            session.add(row)
+            session.flush()
+            export_id = row.id
+            meta = {
+                "id": export_id,
+                "project": project_label,
+                "project_id": project_id,
+                "created_at": row.created_at.replace(tzinfo=dt.timezone.utc).isoformat(),
+                "created_by": created_by,
+                "format": "trl-conversational",
+                "filters": filters,
+                "counts": counts,
+                "content_hash": content_hash,
+                "files": {"preferences": "preferences", "sft": "sft", **{name.removesuffix(".jsonl") + "_jsonl": name for name in JSONL_FILES}},
+            }
+            (tmp / "export.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            if out.is_dir():
+                out.rmdir()  # empty (checked above); rename needs the name free
+            os.rename(tmp, out)
+            placed = True
+    except BaseException:
+        shutil.rmtree(out if placed else tmp, ignore_errors=True)
+        raise
+    return {"id": export_id, "content_hash": content_hash, "counts": counts, "filters": filters, "path": str(out.resolve())}
+
+
+def zip_export(session, export_id: int):
+    """The export folder of Export row `export_id` as an in-memory zip (for the API and the admin page)."""
+    import io
+    import zipfile
+
+    row = session.get(Export, export_id)
+    if row is None:
+        raise LabelerError(f"export {export_id} not found", status=404, field="export_id")
+    folder = Path(row.path)
+    if not folder.is_dir():
+        raise LabelerError(f"export {export_id}: its files at {folder} are gone", status=410, field="export_id")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            archive.write(path, path.relative_to(folder))
+    buffer.seek(0)
+    return buffer
+
+
+def load_export(path) -> dict:
+    """The paths of an export folder's parts (for `rlhf`), plus its export.json as "meta"."""
+    folder = Path(path)
+    meta_path = folder / "export.json"
+    if not meta_path.is_file():
+        raise LabelerError(f"{folder}: not a labeler export (no export.json)", field="path")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise LabelerError(f"{meta_path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    parts = {key: folder / name for key, name in meta.get("files", {}).items()}
+    missing = [str(p) for p in parts.values() if not p.exists()]
+    if missing:
+        raise LabelerError(f"{folder}: export is incomplete, missing {', '.join(missing)}", field="path")
+    return parts | {"meta": meta}

@@ -1,0 +1,140 @@
+"""End-to-end fixtures: a real `labeler serve` subprocess on a free port and a temporary SQLite file,
+and Debian's chromium driven by Playwright for Python.
+
+Data is seeded with the labeler's own Python functions straight into the SQLite file the server uses.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from labeler.accounts import create_user
+from labeler.db import Database, upgrade_database
+from labeler.importer import import_tasks
+from labeler.projects import create_project
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+PASSWORD = "e2e-password"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def db_file(tmp_path) -> Path:
+    path = tmp_path / "labels.db"
+    upgrade_database(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def seed(db_file):
+    """seed(users=[(name, role)], project=dict(name=..., k=..., ...), tasks=[...]): writes into the server's file."""
+    database = Database(f"sqlite:///{db_file}")
+
+    def run(users=(), project=None, tasks=()):
+        with database.write() as s:
+            for username, role in users:
+                create_user(s, username, PASSWORD, role=role)
+            if project:
+                p = create_project(s, **project)
+                import_tasks(s, p, list(tasks), source="e2e")
+
+    yield run
+    database.dispose()
+
+
+@pytest.fixture
+def server(db_file, tmp_path):
+    """`labeler serve --db sqlite:///FILE --port N` as a real subprocess; yields its base URL."""
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    env = {**os.environ, "LABELER_SECRET_KEY": "e2e-secret-key", "LABELER_EXPORT_DIR": str(tmp_path / "exports")}
+    env.pop("LABELER_DEBUG", None)
+    with log_path.open("wb") as log:  # a file, not a pipe: a full pipe would stall the server
+        proc = subprocess.Popen([sys.executable, "-m", "labeler.cli", "serve", "--db", f"sqlite:///{db_file}",
+                                 "--host", "127.0.0.1", "--port", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/login", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"labeler serve did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.1)
+    yield base
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `apt-get update && apt-get install -y chromium` (make setup does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
+
+
+def log_in(page, base: str, username: str) -> None:
+    page.goto(f"{base}/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{base}/")
+
+
+@pytest.fixture
+def login():
+    return log_in
+
+
+@pytest.fixture
+def keep_screenshot():
+    """keep_screenshot(png): copies it to docs/annotate.png, but only when UPDATE_SCREENSHOT=1, so that
+    `make test` leaves the working tree clean."""
+
+    def keep(png: Path) -> None:
+        if os.environ.get("UPDATE_SCREENSHOT") == "1":
+            target = REPO_ROOT / "docs" / "annotate.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(png, target)
+
+    return keep

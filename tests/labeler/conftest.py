@@ -1,0 +1,165 @@
+"""Fixtures for the labeler tests: a migrated SQLite FILE per test (WAL needs a file), the app on it,
+a Flask client, a click runner, a real `labeler serve` subprocess (`live_server`), and helpers to make
+users, tokens, projects and tasks quickly.
+
+`db_url`, `db`, `app` and `live_server` all point at the same file within one test, so a test can
+seed data with `make_user`/`make_project` and then drive the real server.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from werkzeug.security import generate_password_hash
+
+from labeler.accounts import create_token
+from labeler.app import create_app, get_db
+from labeler.db import Database, upgrade_database
+from labeler.importer import import_tasks
+from labeler.models import User
+from labeler.projects import create_project
+
+PASSWORD = "correct horse"
+# scrypt (the real default) costs ~50 ms per user; tests that make many users use this cheap hash
+FAST_HASH = generate_password_hash(PASSWORD, method="pbkdf2:sha256:1000")
+SECRET_KEY = "test-secret-key-not-for-production"
+
+
+@pytest.fixture
+def db_url(tmp_path) -> str:
+    url = f"sqlite:///{tmp_path / 'labels.db'}"
+    upgrade_database(url)
+    return url
+
+
+@pytest.fixture
+def db(db_url):
+    database = Database(db_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def app(db_url, tmp_path):
+    app = create_app({"TESTING": True, "DATABASE_URL": db_url, "SECRET_KEY": SECRET_KEY, "EXPORT_DIR": str(tmp_path / "exports")})
+    yield app
+    get_db(app).dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture
+def make_user(db):
+    """make_user(name, role="annotator") -> User (detached; password is conftest.PASSWORD)."""
+
+    def make(username: str, role: str = "annotator", simulated: bool = False) -> User:
+        with db.write() as session:
+            user = User(username=username, password_hash=FAST_HASH, role=role, active=True, simulated=simulated)
+            session.add(user)
+            session.flush()
+        return user
+
+    return make
+
+
+@pytest.fixture
+def make_token(db):
+    """make_token(user) -> plain API token."""
+
+    def make(user: User) -> str:
+        with db.write() as session:
+            return create_token(session, user, name="test")
+
+    return make
+
+
+@pytest.fixture
+def auth_header(make_token):
+    return lambda user: {"Authorization": f"Bearer {make_token(user)}"}
+
+
+def sample_tasks(n: int, k: int = 2, prefix: str = "prompt") -> list[dict]:
+    return [
+        {"prompt": f"{prefix} {i}", "responses": [{"text": f"answer {i}.{j}", "model": f"m{j}"} for j in range(k)], "meta": {"i": i}}
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def task_rows():
+    """task_rows(n, k=2, prefix="prompt") -> n task dicts in the JSONL contract."""
+    return sample_tasks
+
+
+@pytest.fixture
+def make_project(db):
+    """make_project(name, n_tasks=3, k=2, overlap=1, **settings) -> Project (with n_tasks tasks imported)."""
+
+    def make(name: str = "demo", n_tasks: int = 3, k: int = 2, overlap: int = 1, tasks=None, **settings):
+        with db.write() as session:
+            project = create_project(session, name, k=k, overlap=overlap, **settings)
+            import_tasks(session, project, tasks if tasks is not None else sample_tasks(n_tasks, k), source="test")
+        return project
+
+    return make
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def live_server(db_url, tmp_path):
+    """`labeler serve` as a subprocess on a free port and this test's SQLite file; yields the base URL.
+
+    The server's output goes to a log file (a pipe would fill up and stall the server) and is shown
+    if it fails to start.
+    """
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    env = {**os.environ, "LABELER_SECRET_KEY": SECRET_KEY, "LABELER_EXPORT_DIR": str(tmp_path / "exports")}
+    env.pop("LABELER_DEBUG", None)
+    repo_root = Path(__file__).resolve().parents[2]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "labeler.cli", "serve", "--db", db_url, "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=repo_root,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base_url}/api/v1/openapi.json", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"labeler serve did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.1)
+    yield base_url
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

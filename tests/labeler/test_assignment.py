@@ -1,0 +1,174 @@
+"""Assignment under leases: overlap never exceeded, leases reclaimed, 409 after a lost lease, one
+annotation per annotator and task, display order stored per annotator."""
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import func, select
+
+from labeler.assignment import next_task, previous_annotations, progress, submit_annotation
+from labeler.errors import LabelerError
+from labeler.models import Annotation, Assignment, Project, utcnow
+
+
+def lease(db, user, project_name="demo", now=None):
+    with db.write() as session:
+        project = session.scalar(select(Project).where(Project.name == project_name))
+        got = next_task(session, project, user, now=now)
+        return None if got is None else (got[0].id, got[1].display_order, got[1].expires_at)
+
+
+def submit(db, task_id, user, payload=None, now=None, order=None):
+    with db.write() as session:
+        if payload is None:
+            ids = order or [a.display_order for a in session.scalars(select(Assignment).where(Assignment.task_id == task_id))][0]
+            payload = {"ranking": {str(rid): i + 1 for i, rid in enumerate(ids)}, "seconds_spent": 3.5}
+        annotation, created = submit_annotation(session, task_id, user, payload, now=now)
+        return annotation.id, created
+
+
+def n_annotations(db, **where):
+    with db.read() as session:
+        query = select(func.count(Annotation.id))
+        for key, value in where.items():
+            query = query.where(getattr(Annotation, key) == value)
+        return session.scalar(query)
+
+
+def test_overlap_is_never_exceeded_and_least_loaded_first(db, make_user, make_project):
+    make_project("demo", n_tasks=3, overlap=2)
+    users = [make_user(f"u{i}") for i in range(5)]
+    leased = [lease(db, u) for u in users]
+    # 3 tasks x overlap 2 = 6 slots: five annotators spread out oldest-first: 1,2,3,1,2
+    task_ids = [t[0] for t in leased]
+    assert task_ids == sorted(task_ids[:3]) + task_ids[:2]
+    # the same annotator asking again gets their own lease back, not a new task
+    assert lease(db, users[0])[0] == task_ids[0]
+    sixth = make_user("u5")
+    assert lease(db, sixth)[0] == task_ids[2]
+    assert lease(db, make_user("u6")) is None  # every slot leased
+    for user, task_id in zip(users + [sixth], task_ids + [task_ids[2]]):
+        submit(db, task_id, user)
+    with db.read() as session:
+        per_task = session.execute(select(Annotation.task_id, func.count()).group_by(Annotation.task_id)).all()
+    assert sorted(n for _, n in per_task) == [2, 2, 2]
+
+
+def test_annotator_never_gets_a_task_twice(db, make_user, make_project):
+    make_project("demo", n_tasks=2, overlap=3)
+    alice = make_user("alice")
+    first = lease(db, alice)[0]
+    submit(db, first, alice)
+    second = lease(db, alice)[0]
+    assert second != first
+    submit(db, second, alice)
+    assert lease(db, alice) is None
+    with db.read() as session:
+        project = session.scalar(select(Project))
+        assert progress(session, project, alice) == {"done": 2, "remaining": 0, "seconds": 7.0}
+        assert [a.task_id for a in previous_annotations(session, project, alice, 5)] == [second, first]
+
+
+def test_expired_lease_is_reclaimed_then_submission_gets_409_and_writes_nothing(db, make_user, make_project):
+    make_project("demo", n_tasks=1, overlap=1, lease_seconds=60)
+    slow, fast = make_user("slow"), make_user("fast")
+    t0 = utcnow()
+    task_id, order, _ = lease(db, slow, now=t0)
+    assert lease(db, fast, now=t0 + dt.timedelta(seconds=30)) is None  # still held by `slow`
+    later = t0 + dt.timedelta(seconds=61)
+    assert lease(db, fast, now=later)[0] == task_id  # reclaimed
+    with db.read() as session:
+        assert session.scalar(select(Assignment.status).where(Assignment.user_id == slow.id)) == "expired"
+    submit(db, task_id, fast, now=later)
+    with pytest.raises(LabelerError) as err:
+        submit(db, task_id, slow, order=order, now=later + dt.timedelta(seconds=1))
+    assert err.value.status == 409
+    assert n_annotations(db, user_id=slow.id) == 0
+    assert n_annotations(db) == 1
+
+
+def test_expired_lease_is_accepted_while_capacity_remains(db, make_user, make_project):
+    make_project("demo", n_tasks=1, overlap=2, lease_seconds=60)
+    slow = make_user("slow")
+    t0 = utcnow()
+    task_id, order, _ = lease(db, slow, now=t0)
+    _, created = submit(db, task_id, slow, order=order, now=t0 + dt.timedelta(hours=1))
+    assert created and n_annotations(db, user_id=slow.id) == 1
+
+
+def test_no_assignment_means_409(db, make_user, make_project):
+    make_project("demo", n_tasks=1)
+    alice, bob = make_user("alice"), make_user("bob")
+    task_id, order, _ = lease(db, alice)
+    with pytest.raises(LabelerError) as err:
+        submit(db, task_id, bob, order=order)
+    assert err.value.status == 409 and n_annotations(db) == 0
+
+
+def test_double_submit_stores_one_annotation_and_updates_in_place(db, make_user, make_project):
+    make_project("demo", n_tasks=2, k=3, criteria=["helpful"])
+    alice = make_user("alice")
+    task_id, order, _ = lease(db, alice)
+    payload = {"ranking": {str(order[0]): 1, str(order[1]): 2, str(order[2]): 2}, "seconds_spent": 4}
+    first_id, created = submit(db, task_id, alice, payload)
+    again_id, created_again = submit(db, task_id, alice, payload)
+    assert created and not created_again and first_id == again_id
+    changed = {"ranking": {str(order[0]): 3, str(order[1]): 1, str(order[2]): 2}, "all_bad": True,
+               "scores": {"helpful": {str(order[1]): 5}}, "rationale": "second look", "edited_response": "better"}
+    assert submit(db, task_id, alice, changed) == (first_id, False)
+    assert n_annotations(db) == 1
+    with db.read() as session:
+        row = session.get(Annotation, first_id)
+        assert row.ranking == changed["ranking"] and row.all_bad and row.rationale == "second look"
+        assert row.scores == {"helpful": {str(order[1]): 5}} and row.edited_response == "better"
+        assert row.display_order == order
+
+
+def test_display_order_is_stored_and_differs_between_annotators(db, make_user, make_project):
+    make_project("demo", n_tasks=1, k=6, overlap=20)
+    users = [make_user(f"u{i}") for i in range(8)]
+    orders = [lease(db, u)[1] for u in users]
+    assert all(sorted(o) == sorted(orders[0]) for o in orders)
+    assert len({tuple(o) for o in orders}) > 1  # 8 shuffles of 6 items: all equal has probability 720**-7
+    with db.read() as session:
+        stored = {a.user_id: a.display_order for a in session.scalars(select(Assignment))}
+    assert stored == {u.id: o for u, o in zip(users, orders)}
+    # the order survives expiry and re-lease: it was drawn once
+    later = utcnow() + dt.timedelta(days=1)
+    assert lease(db, users[0], now=later)[1] == orders[0]
+    task_id = lease(db, users[0], now=later)[0]
+    annotation_id, _ = submit(db, task_id, users[0], now=later)
+    with db.read() as session:
+        assert session.get(Annotation, annotation_id).display_order == orders[0]
+
+
+@pytest.mark.parametrize("payload, field", [
+    ({"ranking": {"1": 1}}, "ranking"),
+    ({"ranking": {"1": 1, "2": 0}}, "ranking.2"),
+    ({"ranking": {"1": 1, "2": True}}, "ranking.2"),
+    ({"ranking": {"1": 1, "2": 2, "99": 1}}, "ranking.99"),
+    ({"ranking": {"1": 1, "2": 2}, "colour": "red"}, "colour"),
+    ({"ranking": {"1": 1, "2": 2}, "scores": {"tone": {"1": 3}}}, "scores.tone"),
+    ({"ranking": {"1": 1, "2": 2}, "scores": {"helpful": {"1": 6}}}, "scores.helpful.1"),
+    ({"ranking": {"1": 1, "2": 2}, "seconds_spent": -1}, "seconds_spent"),
+    ({"ranking": {"1": 1, "2": 2}, "all_bad": "yes"}, "all_bad"),
+    ({"ranking": {"1": 1, "2": 2}, "rationale": 5}, "rationale"),
+])
+def test_bad_payloads_name_the_field_and_write_nothing(db, make_user, make_project, payload, field):
+    make_project("demo", n_tasks=1, criteria=["helpful"])
+    alice = make_user("alice")
+    task_id, order, _ = lease(db, alice)
+    assert sorted(order) == [1, 2]  # response ids 1 and 2 in a fresh database
+    with pytest.raises(LabelerError) as err:
+        submit(db, task_id, alice, payload)
+    assert err.value.field == field and err.value.status in (400, 422)
+    assert n_annotations(db) == 0
+
+
+def test_all_bad_without_ranking_ties_everything(db, make_user, make_project):
+    make_project("demo", n_tasks=1, k=3)
+    alice = make_user("alice")
+    task_id, order, _ = lease(db, alice)
+    annotation_id, _ = submit(db, task_id, alice, {"all_bad": True})
+    with db.read() as session:
+        assert session.get(Annotation, annotation_id).ranking == {str(r): 1 for r in order}

@@ -1,0 +1,133 @@
+"""The `labeler` command line: init-db (Alembic, idempotent, matches the models), users, projects, import,
+stats, serve's refusals, and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import func, inspect, select
+
+from labeler import models  # noqa: F401
+from labeler.accounts import check_password, user_for_token
+from labeler.cli import main
+from labeler.db import Base, Database, head_revision, make_engine
+from labeler.models import Project, Task, User
+
+
+@pytest.fixture
+def fresh_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'fresh.db'}"
+
+
+def run(runner, url, *args, input=None):
+    return runner.invoke(main, [*args, "--db", url], input=input)
+
+
+def test_init_db_creates_the_schema_and_is_idempotent(runner, fresh_url):
+    first = run(runner, fresh_url, "init-db")
+    assert first.exit_code == 0, first.output
+    assert head_revision() in first.output
+    assert run(runner, fresh_url, "users", "add", "ann", "--password", "pw").exit_code == 0
+    second = run(runner, fresh_url, "init-db")
+    assert second.exit_code == 0, second.output
+    engine = make_engine(fresh_url)
+    try:
+        with engine.connect() as conn:
+            # the migrated schema is exactly what the models describe (no drift between the two)
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert "alembic_version" in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+    with Database(fresh_url).read() as session:
+        assert session.scalar(select(func.count(User.id))) == 1  # data survived the second init-db
+
+
+def test_users_add_list_token_deactivate(runner, db_url, db):
+    assert run(runner, db_url, "users", "add", "boss", "--role", "admin", "--password", "s3cret").exit_code == 0
+    prompted = run(runner, db_url, "users", "add", "ann", input="pw1\npw1\n")
+    assert prompted.exit_code == 0, prompted.output
+    duplicate = run(runner, db_url, "users", "add", "ann", "--password", "x")
+    assert duplicate.exit_code == 1 and duplicate.output.strip() == "labeler: error: user 'ann' already exists"
+    listing = run(runner, db_url, "users", "list").output
+    assert "boss" in listing and "admin" in listing and "ann" in listing
+    token = run(runner, db_url, "users", "token", "ann").output.strip()
+    with db.read() as session:
+        ann = session.scalar(select(User).where(User.username == "ann"))
+        assert check_password(ann, "pw1") and not check_password(ann, "pw2")
+        assert ann.password_hash != "pw1"
+        assert user_for_token(session, token).username == "ann"
+    assert run(runner, db_url, "users", "deactivate", "ann").exit_code == 0
+    assert "(deactivated)" in run(runner, db_url, "users", "list").output
+    with db.read() as session:
+        assert user_for_token(session, token) is None
+    missing = run(runner, db_url, "users", "token", "nobody")
+    assert missing.exit_code == 1 and "user 'nobody' does not exist" in missing.output
+
+
+def test_projects_create_with_guidelines_file_then_import_and_stats(runner, db_url, db, tmp_path, task_rows):
+    guide = tmp_path / "guide.md"
+    guide.write_text("# Rank by helpfulness\n")
+    created = run(runner, db_url, "projects", "create", "demo", "--k", "2", "--overlap", "2", "--criteria", "helpful, harmless",
+                  "--guidelines", str(guide), "--lease-seconds", "300")
+    assert created.exit_code == 0, created.output
+    bad = run(runner, db_url, "projects", "create", "bad", "--k", "1")
+    assert bad.exit_code == 1 and "k must be between 2 and 20" in bad.output
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps(t) + "\n" for t in task_rows(4)))
+    first = run(runner, db_url, "import", str(tasks), "--project", "demo")
+    assert first.exit_code == 0 and "imported 4 tasks" in first.output
+    again = run(runner, db_url, "import", str(tasks), "--project", "demo")
+    assert "imported 0 tasks" in again.output and "4 already present" in again.output
+    with db.read() as session:
+        project = session.scalar(select(Project))
+        assert project.guidelines == "# Rank by helpfulness\n" and project.criteria == ["helpful", "harmless"]
+        assert project.lease_seconds == 300 and session.scalar(select(func.count(Task.id))) == 4
+        assert set(session.scalars(select(Task.source))) == {"tasks.jsonl"}
+    stats = json.loads(run(runner, db_url, "stats", "--project", "demo").output)
+    assert stats["counts"]["tasks"] == 4 and stats["counts"]["annotations_needed"] == 8
+    assert "demo" in run(runner, db_url, "projects", "list").output
+    unknown = run(runner, db_url, "import", str(tasks), "--project", "nope")
+    assert unknown.exit_code == 1 and "project 'nope' does not exist" in unknown.output
+
+
+def test_uninitialised_database_gives_a_one_line_hint(runner, fresh_url):
+    result = run(runner, fresh_url, "users", "list")
+    assert result.exit_code == 1
+    assert result.output.startswith("labeler: error: database error") and "labeler init-db" in result.output
+
+
+def test_every_command_explains_itself(runner):
+    commands = [[], ["init-db"], ["users"], ["users", "add"], ["users", "list"], ["users", "deactivate"], ["users", "token"],
+                ["projects"], ["projects", "create"], ["projects", "list"], ["import"], ["export"], ["stats"], ["serve"]]
+    for args in commands:
+        result = runner.invoke(main, [*args, "--help"])
+        assert result.exit_code == 0, args
+        body = result.output.split("Options:")[0]
+        assert len(body.split("\n", 2)[-1].strip()) > 20, f"{args}: help text too thin"
+        if args and args not in (["users"], ["projects"]):
+            assert "--db URL" in result.output, args
+
+
+def test_serve_refuses_without_secret_key_and_without_schema(tmp_path, db_url):
+    env_base = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    cmd = [sys.executable, "-m", "labeler.cli", "serve", "--port", "1", "--db"]
+    no_key = subprocess.run(cmd + [db_url], capture_output=True, text=True, env=env_base, timeout=60)
+    assert no_key.returncode == 1 and "LABELER_SECRET_KEY is not set" in no_key.stderr
+    assert "Traceback" not in no_key.stderr
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    no_schema = subprocess.run(cmd + [empty], capture_output=True, text=True, env={**env_base, "LABELER_SECRET_KEY": "k"}, timeout=60)
+    assert no_schema.returncode == 1 and "labeler init-db" in no_schema.stderr
+
+
+def test_live_server_serves_the_api(live_server, make_user, make_token, make_project):
+    import requests
+
+    make_project("demo", n_tasks=1)
+    token = make_token(make_user("alice"))
+    response = requests.get(f"{live_server}/api/v1/projects/demo/next", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert response.status_code == 200 and response.json()["task"]["prompt"] == "prompt 0"
+    assert requests.get(f"{live_server}/api/v1/projects", timeout=10).status_code == 401
