@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import enum
 import os
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,8 @@ def resolved_config(*instances) -> dict[str, Any]:
             continue
         for f in dataclasses.fields(inst):
             v = getattr(inst, f.name)
+            if isinstance(v, enum.Enum):
+                v = v.value  # TRL's str-Enums (schedulers, strategies) are not plain str for yaml.safe_dump
             if isinstance(v, (str, int, float, bool)) or v is None:
                 out[f.name] = v
             elif isinstance(v, (list, tuple)) and all(isinstance(x, (str, int, float, bool)) for x in v):

@@ -44,7 +44,9 @@ def embedded_model_path() -> Path:
     """The cached HF folder of the embedded model, converting the GGUF on first use (about 30 s)."""
     target = cache_dir() / EMBEDDED_NAME
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
-        return target
+        if "quantization_config" not in json.loads((target / "config.json").read_text()):
+            return target
+        shutil.rmtree(target, ignore_errors=True)  # a cache written before the quantized mark was dropped
     folder = _gguf_location()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -52,7 +54,12 @@ def embedded_model_path() -> Path:
     print(f"[rlhf] converting {GGUF_FILE} to a Hugging Face folder in {target} (once)", flush=True)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
     quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
-    model = AutoModelForCausalLM.from_config(quantized.config, dtype=torch.float32)
+    config = quantized.config
+    # The GGUF loader marks the config as quantized, which makes Trainer refuse to train; the weights
+    # below are plain float32, so the mark goes.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(quantized.state_dict(), strict=True)
     model.generation_config = quantized.generation_config
     if tokenizer.pad_token is None:
@@ -99,6 +106,14 @@ def load_tokenizer(name: str):
     return tokenizer
 
 
+def attn_implementation() -> str:
+    """'eager' on the CPU: measured here, transformers' SDPA path with a left-padded batch made
+    generation 7x slower (16 prompts x 32 new tokens: 50 s against 6.7 s) at equal training speed."""
+    import torch
+
+    return "sdpa" if torch.cuda.is_available() else "eager"
+
+
 def load_causal_lm(name: str, dtype: str | None = "float32", merge_adapter: bool = True):
     """Load a causal LM; a LoRA adapter folder is loaded onto its base and merged (the stage chain's input)."""
     import torch
@@ -113,7 +128,7 @@ def load_causal_lm(name: str, dtype: str | None = "float32", merge_adapter: bool
         base = load_causal_lm(base_name, dtype=dtype)
         model = PeftModel.from_pretrained(base, path)
         return model.merge_and_unload() if merge_adapter else model
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, attn_implementation=attn_implementation())
 
 
 def build_tiny_model(out_dir: str | os.PathLike, num_layers: int = 2, hidden_size: int = 32, seed: int = 0) -> str:

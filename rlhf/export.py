@@ -1,0 +1,177 @@
+"""Export a policy as a plain Hugging Face folder: merged weights, tokenizer, chat template, model card.
+
+    rlhf export --model_name_or_path runs/quickstart/dpo --output_dir runs/quickstart/export
+    rlhf export --config configs/smoke/export.yaml --eval_dir runs/smoke/eval
+
+A LoRA adapter folder is merged into its base (adapter chains such as dpo -> sft -> base are merged in
+turn); a full model folder is copied as is. The folder gets safetensors weights, the tokenizer with its
+chat template, generation_config.json and a README.md model card naming the base model, every stage
+that led here (walked back through the run folders' run.json and config.yaml) with its config and data
+hash, and the eval figures when `--eval_dir` names an eval run. Finally the folder is reloaded with plain
+`transformers` and generates once, as a check that it stands on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rlhf.errors import RlhfError
+
+STAGE = "export"
+# The hyperparameters a reader of the model card wants first; the full config follows in a details block.
+CARD_KEYS = ("train_file", "prompts_file", "learning_rate", "max_steps", "num_train_epochs", "per_device_train_batch_size",
+             "gradient_accumulation_steps", "max_length", "beta", "loss_type", "use_peft", "lora_r", "lora_alpha", "seed")
+
+
+@dataclass
+class ExportArguments:
+    model_name_or_path: str = field(
+        default="smollm2-135m-instruct",
+        metadata={"help": "The policy to export: a stage's output folder (LoRA adapter or full model) or a model folder."},
+    )
+    output_dir: str = field(default="runs/default/export", metadata={"help": "Where the exported folder goes."})
+    eval_dir: str | None = field(
+        default=None, metadata={"help": "An `rlhf eval` run folder; its summary.json figures go into the model card."}
+    )
+    check_prompt: str = field(
+        default="Give me one tip for staying focused while studying.",
+        metadata={"help": "Prompt for the reload-and-generate check after saving."},
+    )
+    max_new_tokens: int = field(default=48, metadata={"help": "Length of the check generation (greedy)."})
+    dtype: str = field(default="float32", metadata={"help": "Weights dtype of the export: float32, bfloat16 or float16."})
+
+
+def trace_lineage(model_path: str, model_name: str) -> tuple[str, list[dict[str, Any]]]:
+    """Walk back from a stage folder through each stage's `model_name_or_path` to the base model.
+
+    Returns the base model's name and the stages, oldest first, each with its folder, config and data hash.
+    """
+    from rlhf.runs import read_run_info
+
+    stages: list[dict[str, Any]] = []
+    name, seen = model_name, set()
+    folder = Path(model_path)
+    while folder.is_dir() and (folder / "run.json").is_file() and folder.resolve() not in seen:
+        seen.add(folder.resolve())
+        info = read_run_info(folder)
+        config_file = folder / "config.yaml"
+        config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
+        stages.append({"stage": info.get("stage"), "folder": str(folder), "config_file": info.get("config_file"),
+                       "data_hash": info.get("data_hash"), "config": config or {}})
+        name = (config or {}).get("model_name_or_path")
+        if not name:
+            break
+        folder = Path(name).expanduser()
+    return str(name), stages[::-1]
+
+
+def flatten_figures(summary: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Scalar figures of an eval summary.json as (dotted key, value) rows for the card's table."""
+    rows: list[tuple[str, Any]] = []
+    for key, value in sorted(summary.items()):
+        if isinstance(value, dict):
+            rows += flatten_figures(value, f"{prefix}{key}.")
+        elif isinstance(value, (int, float, str, bool)):
+            rows.append((f"{prefix}{key}", round(value, 4) if isinstance(value, float) else value))
+    return rows
+
+
+def write_model_card(out: Path, base_model: str, stages: list[dict[str, Any]], eval_figures: list[tuple[str, Any]] | None,
+                     eval_dir: str | None) -> None:
+    lines = ["---", yaml.safe_dump({"base_model": base_model, "library_name": "transformers",
+                                    "tags": ["rlhf-loop", *sorted({s['stage'] for s in stages if s['stage']})]}).strip(),
+             "---", "", f"# {out.name}", "",
+             f"Exported by `rlhf export` (rlhf-loop) from **{base_model}**"
+             + (f" through {len(stages)} stage(s): {' -> '.join(str(s['stage']) for s in stages)}." if stages else "."),
+             "LoRA adapters are merged; load it with `AutoModelForCausalLM.from_pretrained` and chat through the "
+             "tokenizer's chat template.", "", "## Lineage", "",
+             "| # | stage | run folder | config file | data hash (sha256) |", "|---|---|---|---|---|",
+             f"| 0 | base | `{base_model}` | | |"]
+    for i, s in enumerate(stages, start=1):
+        lines.append(f"| {i} | {s['stage']} | `{s['folder']}` | `{s['config_file'] or '-'}` | `{s['data_hash'] or '-'}` |")
+    for i, s in enumerate(stages, start=1):
+        key_values = {k: s["config"][k] for k in CARD_KEYS if k in s["config"]}
+        lines += ["", f"### {i}. {s['stage']}", "", "| key | value |", "|---|---|"]
+        lines += [f"| {k} | `{v}` |" for k, v in key_values.items()]
+        lines += ["", "<details><summary>full resolved config</summary>", "", "```yaml",
+                  yaml.safe_dump(s["config"], sort_keys=True).strip(), "```", "", "</details>"]
+    if eval_figures is not None:
+        lines += ["", "## Evaluation", "", f"From `{eval_dir}/summary.json`:", "", "| figure | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in eval_figures]
+    (out / "README.md").write_text("\n".join(lines) + "\n")
+
+
+def tokenizer_source(path: str) -> str:
+    """The folder whose tokenizer goes with `path`: itself, or for an adapter without one, its base."""
+    from rlhf.models import is_adapter, resolve_model_path
+
+    folder = Path(path)
+    if (folder / "tokenizer_config.json").is_file() or not is_adapter(path):
+        return path
+    base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+    return tokenizer_source(resolve_model_path(base))
+
+
+def check_generation(out: Path, prompt: str, max_new_tokens: int) -> tuple[str, int]:
+    """Reload the export with plain transformers (no rlhf code) and answer one prompt greedily."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                        return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        generated = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
+                                   pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    new_tokens = generated[0, ids["input_ids"].shape[1] :]
+    return tokenizer.decode(new_tokens, skip_special_tokens=True).strip(), len(new_tokens)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rlhf.config import parse_stage_args, resolved_config
+    from rlhf.models import load_causal_lm, load_tokenizer, resolve_model_path
+    from rlhf.runs import prepare_run_dir, read_summary, write_summary
+
+    (args, config_path) = parse_stage_args(STAGE, (ExportArguments,), argv, description=__doc__)
+    source = config_path or "command line"
+    if args.dtype not in ("float32", "bfloat16", "float16"):
+        raise RlhfError(f"{source}: key 'dtype' must be float32, bfloat16 or float16; got {args.dtype!r}")
+    model_path = resolve_model_path(args.model_name_or_path)
+    if Path(model_path).resolve() == Path(args.output_dir).resolve():
+        raise RlhfError(f"{source}: output_dir {args.output_dir} is the input model folder; export into a new folder")
+    eval_figures = flatten_figures(read_summary(args.eval_dir)) if args.eval_dir else None
+    base_model, stages = trace_lineage(model_path, args.model_name_or_path)
+    started = time.perf_counter()
+    out = prepare_run_dir(args.output_dir, STAGE, resolved_config(args), data_hash=None, config_path=config_path)
+
+    model = load_causal_lm(model_path, dtype=args.dtype)  # adapters merged here, recursively
+    tokenizer = load_tokenizer(tokenizer_source(model_path))
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(out)  # safetensors + config.json + generation_config.json
+    tokenizer.save_pretrained(out)  # tokenizer files + chat_template.jinja
+    write_model_card(out, base_model, stages, eval_figures, args.eval_dir)
+
+    response, n_tokens = check_generation(out, args.check_prompt, args.max_new_tokens)
+    print(f"[rlhf export] check: {args.check_prompt!r} -> {response!r}")
+    summary = {
+        "model_name_or_path": args.model_name_or_path,
+        "base_model": base_model,
+        "lineage": [{k: s[k] for k in ("stage", "folder", "data_hash")} for s in stages],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "check_prompt": args.check_prompt,
+        "check_response": response,
+        "check_new_tokens": n_tokens,
+        "eval_dir": args.eval_dir,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    write_summary(out, summary)
+    print(f"[rlhf export] {out}: merged model, tokenizer, chat template, model card (base {base_model})")
+    return 0

@@ -1,0 +1,83 @@
+"""PNG figures for eval and loop reports (matplotlib's Agg backend: no display needed).
+
+Each function writes one file and returns its path; callers pass plain numbers, so the same helpers
+serve `rlhf eval` and the loop's per-round report.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless servers and CI: never try to open a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_bars(path: str | os.PathLike, labels: list[str], series: dict[str, list[float]], title: str,
+              ylabel: str = "") -> Path:
+    """Grouped bars: one group per label, one bar per series (e.g. mean reward and win rate per policy)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(series), figsize=(max(4.0, 1.2 * len(labels)) * len(series), 3.6), squeeze=False)
+    for ax, (name, values) in zip(axes[0], series.items()):
+        bars = ax.bar(range(len(labels)), values, color="tab:blue")
+        ax.bar_label(bars, fmt="%.3g", fontsize=8)
+        ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
+        ax.set_title(name)
+        ax.set_ylabel(ylabel)
+        ax.axhline(0, color="black", linewidth=0.6)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_histograms(path: str | os.PathLike, data: dict[str, list[float]], title: str, xlabel: str,
+                    bins: int = 20) -> Path:
+    """Overlaid histograms, one per name (e.g. response length per policy)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    values = [v for vs in data.values() for v in vs]
+    edges = bins if not values or min(values) == max(values) else _edges(min(values), max(values), bins)
+    for name, vs in data.items():
+        ax.hist(vs, bins=edges, alpha=0.5, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_lines(path: str | os.PathLike, x: list[float], series: dict[str, list[float]], title: str,
+               xlabel: str, ylabel: str = "") -> Path:
+    """One line per series over a shared x axis (e.g. a figure per loop round)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    for name, ys in series.items():
+        ax.plot(x[: len(ys)], ys, marker="o", label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _edges(low: float, high: float, bins: int) -> list[float]:
+    # Shared bin edges, so the overlaid histograms compare like with like.
+    step = (high - low) / bins
+    return [low + i * step for i in range(bins + 1)]

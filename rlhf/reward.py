@@ -1,0 +1,276 @@
+"""Train a reward model on preference pairs (TRL RewardTrainer); report held-out accuracy and margin.
+
+    rlhf reward --config configs/smoke/reward.yaml
+    rlhf reward --model_name_or_path runs/quickstart/sft --train_file data/quickstart/preferences.jsonl
+
+The reward model is AutoModelForSequenceClassification (one output) built on the causal LM named by
+`model_name_or_path` (a LoRA adapter folder is merged onto its base first). With LoRA (the default) the
+adapter is a SEQ_CLS adapter, so PEFT trains and saves the `score` head next to the LoRA weights.
+
+After training, the held-out pairs (`eval_file`, else a `test_size` split of `train_file`) are scored by
+this module's own code: accuracy is the fraction of pairs with r(chosen) > r(rejected), margin the mean
+r(chosen) - r(rejected). Both go to summary.json and metrics.jsonl.
+
+Other stages load the result with `load_reward_model(path)` and score with `score_texts(...)`, which
+formats each (prompt, response) with the chat template exactly as RewardTrainer tokenized the pairs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlhf.errors import RlhfError
+
+
+@dataclass
+class RewardArguments:
+    train_file: str | None = field(
+        default=None,
+        metadata={"help": "Preference pairs: JSONL/Parquet/datasets folder with prompt?, chosen, rejected."},
+    )
+    eval_file: str | None = field(
+        default=None,
+        metadata={"help": "Held-out preference pairs; when unset, `test_size` of train_file is held out."},
+    )
+    test_size: float = field(
+        default=0.1,
+        metadata={"help": "Fraction of train_file held out for accuracy when eval_file is unset (0 = none)."},
+    )
+
+
+def to_conversational(row: dict[str, Any]) -> dict[str, Any]:
+    """A standard (string) pair with a prompt becomes messages, so the reward model sees the chat template.
+
+    The policy in `rlhf rl` and `rlhf eval` is prompted through the chat template; a reward model trained
+    on raw `prompt + chosen` strings would score text in a format it never sees at scoring time.
+    """
+    if isinstance(row.get("prompt"), str):
+        return {
+            "prompt": [{"role": "user", "content": row["prompt"]}],
+            "chosen": [{"role": "assistant", "content": row["chosen"]}],
+            "rejected": [{"role": "assistant", "content": row["rejected"]}],
+        }
+    return row
+
+
+def format_conversation(prompt: str | list | None, response: str | list) -> str | list:
+    """The conversation a reward model scores: prompt turns then the response as the assistant turn."""
+    if prompt is None:
+        return response  # implicit prompt: the response already holds the whole exchange
+    turns = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    reply = [{"role": "assistant", "content": response}] if isinstance(response, str) else list(response)
+    return turns + reply
+
+
+def tokenize_conversation(tokenizer, conversation: str | list) -> list[int]:
+    """Token ids as RewardTrainer makes them: chat template for messages, text + EOS for plain strings."""
+    if isinstance(conversation, list):
+        return list(tokenizer.apply_chat_template(conversation, tokenize=True, return_dict=True)["input_ids"])
+    text = conversation if conversation.endswith(tokenizer.eos_token) else conversation + tokenizer.eos_token
+    return list(tokenizer(text)["input_ids"])
+
+
+def score_conversations(model, tokenizer, conversations: list, batch_size: int = 8) -> list[float]:
+    """One scalar reward per conversation, batched with right padding (RewardTrainer's collation)."""
+    import torch
+
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    was_training = model.training
+    model.eval()
+    scores: list[float] = []
+    try:
+        for start in range(0, len(conversations), batch_size):
+            ids = [tokenize_conversation(tokenizer, c) for c in conversations[start : start + batch_size]]
+            width = max(map(len, ids))
+            input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(ids), width), dtype=torch.long)
+            for i, row in enumerate(ids):
+                input_ids[i, : len(row)] = torch.tensor(row)
+                attention[i, : len(row)] = 1
+            with torch.no_grad():
+                logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+            scores += [float(x) for x in logits[:, 0].float().cpu()]
+    finally:
+        model.train(was_training)
+    return scores
+
+
+def score_texts(model, tokenizer, prompts: list, responses: list, batch_size: int = 8) -> list[float]:
+    """Reward of each response to its prompt (prompt: string or messages; response: string)."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    conversations = [format_conversation(p, r) for p, r in zip(prompts, responses)]
+    return score_conversations(model, tokenizer, conversations, batch_size)
+
+
+def pairwise_stats(chosen: list[float], rejected: list[float]) -> dict[str, float]:
+    """Accuracy (fraction with r(chosen) > r(rejected); a tie counts as wrong) and mean margin."""
+    if not chosen or len(chosen) != len(rejected):
+        raise ValueError("pairwise_stats needs equally long, non-empty score lists")
+    wins = sum(1 for c, r in zip(chosen, rejected) if c > r)
+    margin = sum(c - r for c, r in zip(chosen, rejected)) / len(chosen)
+    return {"accuracy": wins / len(chosen), "margin": margin}
+
+
+def build_reward_model(model_path: str, pad_token_id: int, seed: int = 42):
+    """A one-output sequence classifier carrying the (merged) causal LM's transformer weights.
+
+    Built from the config and the base model's state dict rather than from_pretrained, because an
+    adapter input exists on disk only as base + adapter; the merged weights are never saved.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, set_seed
+
+    from rlhf.models import load_causal_lm
+
+    causal = load_causal_lm(model_path)
+    config = causal.config
+    config.num_labels = 1
+    config.pad_token_id = pad_token_id  # the classifier pools at the last non-pad token
+    set_seed(seed)  # the score head is random: make it reproducible
+    model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
+    body = getattr(model, model.base_model_prefix)
+    body.load_state_dict(getattr(causal, causal.base_model_prefix).state_dict())
+    return model
+
+
+def check_reward_model(path: str) -> str:
+    """Resolve `path` and make sure it holds a reward model, before a stage writes anything."""
+    from transformers import AutoConfig
+
+    from rlhf.models import is_adapter, resolve_model_path
+
+    path = resolve_model_path(path, field="reward_model_path")
+    if is_adapter(path):
+        task = json.loads((Path(path) / "adapter_config.json").read_text()).get("task_type")
+        if task != "SEQ_CLS":
+            raise RlhfError(f"reward_model_path: {path} is not a reward model (adapter task_type {task!r}, "
+                            "not SEQ_CLS); train one with `rlhf reward`")
+        return path
+    architectures = AutoConfig.from_pretrained(path).architectures or []
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise RlhfError(f"reward_model_path: {path} is not a reward model (architectures {architectures}); "
+                        "train one with `rlhf reward`")
+    return path
+
+
+def load_reward_model(path: str):
+    """(model, tokenizer) of a trained reward model: a SEQ_CLS adapter folder (merged here) or a full folder."""
+    from transformers import AutoModelForSequenceClassification
+
+    from rlhf.models import attn_implementation, is_adapter, load_tokenizer
+
+    path = check_reward_model(path)
+    tokenizer = load_tokenizer(path)
+    if is_adapter(path):
+        from peft import PeftModel
+
+        base_path = json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
+        base = build_reward_model(base_path, tokenizer.pad_token_id)
+        model = PeftModel.from_pretrained(base, path).merge_and_unload()
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, attn_implementation=attn_implementation())
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.eval()
+    return model, tokenizer
+
+
+def score_pairs(model, tokenizer, dataset, batch_size: int) -> dict[str, float]:
+    """Held-out accuracy and margin of `model` on a preference dataset."""
+    prompts = dataset["prompt"] if "prompt" in dataset.column_names else [None] * len(dataset)
+    chosen = score_texts(model, tokenizer, prompts, dataset["chosen"], batch_size)
+    rejected = score_texts(model, tokenizer, prompts, dataset["rejected"], batch_size)
+    return pairwise_stats(chosen, rejected)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+    from trl import ModelConfig, RewardConfig, RewardTrainer, get_peft_config
+
+    from rlhf.config import parse_stage_args, resolved_config
+    from rlhf.data import data_hash, load_preferences, split_train_test
+    from rlhf.models import load_tokenizer, resolve_model_path
+    from rlhf.runs import last_checkpoint, metrics_callback, prepare_run_dir, write_summary
+
+    defaults = {
+        "use_peft": True,
+        "lora_r": 16,
+        "lora_alpha": 32,
+        "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        "lora_task_type": "SEQ_CLS",  # PEFT then trains and saves the score head with the adapter
+        "model_name_or_path": "smollm2-135m-instruct",
+        "output_dir": "runs/default/reward",
+        "report_to": ["tensorboard"],
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": 50,
+        "bf16": torch.cuda.is_available(),
+        # Small models fit in memory; recomputing activations only slows CPU training.
+        "gradient_checkpointing": False,
+        "dataloader_num_workers": 0,
+        "seed": 42,
+    }
+    args, training_args, model_args, config_path = parse_stage_args(
+        "reward", (RewardArguments, RewardConfig, ModelConfig), argv, defaults=defaults, description=__doc__
+    )
+    source = config_path or "command line"
+    if not args.train_file:
+        raise RlhfError(f"{source}: key 'train_file' is required (a preference file with chosen/rejected)")
+    if not 0 <= args.test_size < 1:
+        raise RlhfError(f"{source}: key 'test_size' must be in [0, 1), got {args.test_size}")
+    model_path = resolve_model_path(model_args.model_name_or_path)
+    dataset = load_preferences(args.train_file).map(to_conversational)
+    if args.eval_file:
+        train_set, heldout = dataset, load_preferences(args.eval_file).map(to_conversational)
+        heldout_source = f"eval_file {args.eval_file}"
+    else:
+        train_set, heldout = split_train_test(dataset, args.test_size, seed=training_args.seed)
+        heldout_source = f"test_size {args.test_size} of train_file"
+    if heldout is None:
+        # Too few rows to hold any out: the figure is then training accuracy, and summary.json says so.
+        heldout, heldout_source = train_set, "train_file itself (fewer than 10 rows or test_size 0: no held-out split)"
+    config = resolved_config(args, training_args, model_args)
+    out = prepare_run_dir(training_args.output_dir, "reward", config, data_hash=data_hash(args.train_file),
+                          config_path=config_path)
+
+    tokenizer = load_tokenizer(model_path)
+    model = build_reward_model(model_path, tokenizer.pad_token_id, seed=training_args.seed)
+    peft_config = get_peft_config(model_args)
+    if peft_config is not None:
+        # The adapter's base is the input folder itself (an SFT adapter is merged again on load).
+        peft_config.base_model_name_or_path = str(Path(model_path).resolve())
+    trainer = RewardTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_set,
+        eval_dataset=heldout if training_args.eval_strategy != "no" else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[metrics_callback(out)],
+    )
+    result = trainer.train(resume_from_checkpoint=last_checkpoint(out))
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+
+    stats = score_pairs(trainer.model, tokenizer, heldout, training_args.per_device_eval_batch_size)
+    figures = {"heldout_accuracy": stats["accuracy"], "heldout_margin": stats["margin"]}
+    trainer.log(dict(figures))  # -> metrics.jsonl (metrics callback) and TensorBoard
+    write_summary(out, {
+        **figures,
+        "heldout_rows": len(heldout),
+        "heldout_source": heldout_source,
+        "train_rows": len(train_set),
+        "train_loss": result.training_loss,
+        "global_step": trainer.state.global_step,
+        "model_name_or_path": model_args.model_name_or_path,
+        "use_peft": model_args.use_peft,
+    })
+    if hasattr(trainer, "end"):
+        trainer.end()  # transformers >= 5.18: close the TensorBoard writer
+    print(f"[rlhf reward] held-out accuracy {stats['accuracy']:.3f}, margin {stats['margin']:.3f} "
+          f"on {len(heldout)} pairs -> {out}")
+    return 0

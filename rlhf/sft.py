@@ -1,0 +1,113 @@
+"""Supervised fine-tuning with TRL's SFTTrainer on prompt/completion or messages data (LoRA by default).
+
+    rlhf sft --config configs/quickstart/sft.yaml
+    rlhf sft --train_file data/quickstart/sft.jsonl --max_steps 20 --output_dir runs/demo/sft
+
+For prompt/completion data the loss covers only the completion (TRL's default). The input model may be a
+model folder, a LoRA adapter folder (merged onto its base first) or `smollm2-135m-instruct`. The output
+folder holds the LoRA adapter (or the full model with `--use_peft false`) plus the tokenizer; the next
+stage (`rlhf dpo`, `rlhf rl`) names it as its `model_name_or_path`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STAGE = "sft"
+
+
+@dataclass
+class SftArguments:
+    train_file: str | None = field(
+        default=None, metadata={"help": "JSONL/Parquet/datasets folder: prompt + completion, or messages."}
+    )
+    eval_file: str | None = field(default=None, metadata={"help": "Optional held-out file in the same format."})
+    test_size: float = field(
+        default=0.0, metadata={"help": "Without eval_file: hold out this fraction of train_file (needs 10+ rows)."}
+    )
+
+
+def stage_defaults() -> dict:
+    import torch
+
+    return {
+        "model_name_or_path": "smollm2-135m-instruct",
+        "output_dir": f"runs/default/{STAGE}",
+        "use_peft": True,
+        "lora_r": 16,
+        "lora_alpha": 32,
+        "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        "report_to": ["tensorboard"],
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": 50,
+        # TRL turns bf16 on by default; CPUs here train in float32.
+        "bf16": torch.cuda.is_available(),
+        # Small models fit in memory; recomputing activations only slows CPU training.
+        "gradient_checkpointing": False,
+        "dataloader_num_workers": 0,
+        "seed": 42,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
+
+    from rlhf.config import parse_stage_args, resolved_config
+    from rlhf.data import data_hash, load_sft, split_train_test
+    from rlhf.errors import RlhfError
+    from rlhf.models import load_causal_lm, load_tokenizer, resolve_model_path
+    from rlhf.runs import last_checkpoint, metrics_callback, prepare_run_dir, read_metrics, write_summary
+
+    args, training_args, model_args, config_path = parse_stage_args(
+        STAGE, (SftArguments, SFTConfig, ModelConfig), argv, defaults=stage_defaults(), description=__doc__
+    )
+    if not args.train_file:
+        raise RlhfError(f"{config_path or 'command line'}: key 'train_file' is required")
+    model_path = resolve_model_path(model_args.model_name_or_path)
+    train = load_sft(args.train_file)
+    evaluation = load_sft(args.eval_file) if args.eval_file else None
+    if evaluation is None:
+        train, evaluation = split_train_test(train, args.test_size, seed=training_args.seed)
+    config = resolved_config(args, training_args, model_args)
+    out = prepare_run_dir(training_args.output_dir, STAGE, config, data_hash=data_hash(args.train_file),
+                          config_path=config_path)
+
+    tokenizer = load_tokenizer(model_path)
+    model = load_causal_lm(model_path, dtype=model_args.dtype or "float32")
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        callbacks=[metrics_callback(out)],
+    )
+    if model_args.use_peft:
+        # The adapter applies to the model this stage started from (itself possibly an adapter folder,
+        # which load_causal_lm merges recursively), so record that folder, not the original base.
+        trainer.model.peft_config["default"].base_model_name_or_path = str(Path(model_path).resolve())
+    result = trainer.train(resume_from_checkpoint=last_checkpoint(out))
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+
+    losses = [m["loss"] for m in read_metrics(out) if "loss" in m]
+    summary = {
+        "model_name_or_path": model_args.model_name_or_path,
+        "train_rows": len(train),
+        "steps": result.global_step,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "train_runtime_s": result.metrics.get("train_runtime"),
+        "use_peft": model_args.use_peft,
+    }
+    if evaluation is not None:
+        summary["eval_rows"] = len(evaluation)
+        summary.update({k: v for k, v in trainer.evaluate().items() if k.startswith("eval_")})
+    write_summary(out, summary)
+    if hasattr(trainer, "end"):
+        trainer.end()  # transformers >= 5.18: close the TensorBoard writer
+    print(f"[rlhf sft] loss {summary['first_loss']} -> {summary['last_loss']}; saved to {out}")
+    return 0

@@ -1,0 +1,98 @@
+"""Config parsing and the CLI's error path: bad keys, types, files and inputs fail early, on one line, leaving nothing."""
+
+import json
+
+import pytest
+from trl import DPOConfig, ModelConfig
+
+from rlhf.cli import STAGES
+from rlhf.cli import main as cli
+from rlhf.config import parse_stage_args
+from rlhf.dpo import DpoArguments
+from rlhf.errors import RlhfError
+
+DPO_TYPES = (DpoArguments, DPOConfig, ModelConfig)
+
+
+def yaml_file(tmp_path, text, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = yaml_file(tmp_path, "betta: 0.1\n")
+    with pytest.raises(RlhfError, match=rf"{path}: unknown key 'betta'.*did you mean 'beta'"):
+        parse_stage_args("dpo", DPO_TYPES, ["--config", path])
+
+
+def test_wrong_type_names_key_and_file(tmp_path):
+    path = yaml_file(tmp_path, "learning_rate: fast\n")
+    with pytest.raises(RlhfError, match=rf"{path}: key 'learning_rate' expects float"):
+        parse_stage_args("dpo", DPO_TYPES, ["--config", path])
+    path = yaml_file(tmp_path, "use_peft: maybe\n", "b.yaml")
+    with pytest.raises(RlhfError, match=rf"{path}: key 'use_peft' expects true or false"):
+        parse_stage_args("dpo", DPO_TYPES, ["--config", path])
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(RlhfError, match="config file not found: .*nope.yaml"):
+        parse_stage_args("dpo", DPO_TYPES, ["--config", str(tmp_path / "nope.yaml")])
+
+
+def test_cli_override_beats_yaml_beats_defaults(tmp_path):
+    path = yaml_file(tmp_path, "beta: 0.3\nlearning_rate: 1.0e-4\ntrain_file: a.jsonl\n")
+    args, training, model, config_path = parse_stage_args(
+        "dpo", DPO_TYPES, ["--config", path, "--beta", "0.5"], defaults={"beta": 0.2, "max_steps": 7, "use_peft": True, "bf16": False})
+    assert training.beta == 0.5  # command line over YAML
+    assert training.learning_rate == 1e-4 and args.train_file == "a.jsonl"  # YAML over defaults
+    assert training.max_steps == 7 and model.use_peft is True  # project defaults over TRL's
+    assert config_path == path
+
+
+def run_cli(argv, capsys):
+    code = cli(argv)
+    return code, capsys.readouterr().err.strip()
+
+
+def test_broken_preference_line_fails_cleanly(tiny_model, tmp_path, capsys):
+    data = tmp_path / "prefs.jsonl"
+    good = json.dumps({"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."})
+    data.write_text(f"{good}\n{good}\n{{\"prompt\": \"Hi\", \"chosen\": \n")
+    out = tmp_path / "run"
+    code, err = run_cli(["dpo", "--model_name_or_path", tiny_model, "--train_file", str(data), "--output_dir", str(out)], capsys)
+    assert code == 2 and "\n" not in err and "Traceback" not in err
+    assert f"{data}:3: invalid JSON" in err
+    assert not out.exists()
+
+
+def test_unknown_key_in_config_fails_cleanly(tmp_path, capsys):
+    config = yaml_file(tmp_path, f"output_dir: {tmp_path / 'run'}\nlearning_rat: 0.1\n")
+    code, err = run_cli(["sft", "--config", config], capsys)
+    assert code == 2 and "\n" not in err
+    assert "unknown key 'learning_rat'" in err and config in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_model_path_fails_cleanly(tmp_path, capsys):
+    data = tmp_path / "prefs.jsonl"
+    data.write_text(json.dumps({"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}) + "\n")
+    out = tmp_path / "run"
+    out.mkdir()  # an existing, empty output folder must stay empty
+    code, err = run_cli(["dpo", "--model_name_or_path", str(tmp_path / "no-such-model"), "--train_file", str(data),
+                         "--output_dir", str(out)], capsys)
+    assert code == 2 and "\n" not in err
+    assert "no-such-model' does not exist" in err
+    assert list(out.iterdir()) == []
+
+
+def test_help_lists_stages_and_dpo_help_explains_beta(capsys):
+    assert cli(["--help"]) == 0
+    text = capsys.readouterr().out
+    for stage in ("generate", "sft", "reward", "dpo", "rl", "eval", "export"):
+        assert f"  {stage}" in text and STAGES[stage] in text
+    with pytest.raises(SystemExit) as exc:
+        cli(["dpo", "--help"])
+    assert exc.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "--beta" in help_text and "--train_file" in help_text and "rlhf dpo --config" in help_text

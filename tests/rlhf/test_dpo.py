@@ -1,0 +1,55 @@
+"""rlhf dpo on the tiny model: real DPOTrainer from an adapter folder, LoRA reference, held-out figures."""
+
+import json
+from pathlib import Path
+
+import torch
+
+from rlhf.cli import main as cli
+from rlhf.models import load_causal_lm
+from rlhf.runs import read_metrics
+
+
+def write_preferences(path: Path, n: int = 12) -> Path:
+    rows = [{"prompt": [{"role": "user", "content": f"What is {i} plus {i}?"}],
+             "chosen": [{"role": "assistant", "content": f"{2 * i}."}],
+             "rejected": [{"role": "assistant", "content": f"I am not sure, maybe {i + 3}."}]} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def make_adapter(tiny_model: str, out: Path) -> str:
+    """A LoRA adapter folder with non-zero weights, as `rlhf sft` would leave (real peft, no trainer)."""
+    from peft import LoraConfig, get_peft_model
+
+    from rlhf.models import load_tokenizer
+
+    torch.manual_seed(0)
+    peft_model = get_peft_model(load_causal_lm(tiny_model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                                       init_lora_weights=False))
+    peft_model.save_pretrained(out)
+    load_tokenizer(tiny_model).save_pretrained(out)
+    return str(out)
+
+
+def test_dpo_from_adapter_trains_and_reports(tiny_model, tmp_path):
+    sft = make_adapter(tiny_model, tmp_path / "sft")
+    out = tmp_path / "dpo"
+    code = cli(["dpo", "--model_name_or_path", sft, "--train_file", str(write_preferences(tmp_path / "p.jsonl")),
+                "--output_dir", str(out), "--max_steps", "3", "--per_device_train_batch_size", "2",
+                "--learning_rate", "5e-3", "--max_length", "64", "--test_size", "0.25", "--beta", "0.2"])
+    assert code == 0
+    logs = [m for m in read_metrics(out) if "loss" in m]
+    assert len(logs) == 3 and all("rewards/margins" in m for m in logs)
+    assert abs(logs[0]["loss"] - 0.6931) < 1e-3  # policy == reference at step 1: loss is log(2)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["beta"] == 0.2 and summary["train_rows"] == 9 and summary["eval_rows"] == 3
+    assert summary["first_loss"] == logs[0]["loss"] and summary["last_loss"] == logs[-1]["loss"]
+    assert "eval_loss" in summary and "eval_rewards/accuracies" in summary
+    # the new adapter sits on the merged SFT model: its base is the SFT folder, merged recursively on load
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(Path(sft).resolve())
+    start, trained = load_causal_lm(sft), load_causal_lm(str(out))
+    a, b = start.state_dict(), trained.state_dict()
+    assert sum(not torch.equal(a[k], b[k]) for k in a) > 0
+    assert trained.generate(torch.tensor([[1, 2]]), max_new_tokens=2, do_sample=False).shape[1] == 4
