@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 quickstart: $(STAMP)
-	bash scripts/quickstart.sh
+	$(BIN)/rlhf loop --config configs/quickstart.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q

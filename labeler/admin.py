@@ -23,7 +23,7 @@ from labeler.security import admin_required, current_user
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 TASKS_SHOWN = 200
-AGGREGATIONS = ("majority", "bradley_terry")
+AGGREGATIONS = ("majority", "bradley-terry")
 
 
 @bp.before_request

@@ -32,9 +32,9 @@ How labels become pairs, per task:
    direction with strictly more votes than the other direction and than ties (split votes and
    ties dropped); "bradley-terry" fits Bradley-Terry scores to the task's rankings and orders every
    pair by them (equal scores dropped).
-4. SFT: the task's top response by the aggregate (most majority wins minus losses, or the highest
-   Bradley-Terry score) when exactly one response is on top and no annotation called the task all
-   bad; plus every annotator-edited response (an edit on an all-bad task is exactly the better answer
+4. SFT: the task's top responses by the aggregate (most majority wins minus losses, or the highest
+   Bradley-Terry score; responses tied on top each give a row, a task where every response ties gives
+   none) when no annotation called the task all bad; plus every annotator-edited response (an edit on an all-bad task is exactly the better answer
    the task lacked).
 
 Split: a prompt goes to test iff int(sha256(prompt_hash)) / 2**256 < test_fraction, so a prompt
@@ -97,8 +97,8 @@ def check_out_dir(out: Path) -> None:
         raise LabelerError(f"{out}: the export folder is not empty; choose a new folder", field="out")
 
 
-def aggregate_task(rankings: list[dict], aggregation: str) -> tuple[list[dict], int, str | None]:
-    """(pairs as {chosen, rejected, voters: [index], agreement}, pairs dropped, top response id or None)."""
+def aggregate_task(rankings: list[dict], aggregation: str) -> tuple[list[dict], int, list[str]]:
+    """(pairs as {chosen, rejected, voters: [index], agreement}, pairs dropped, top response ids)."""
     if aggregation == "majority":
         result = aggregate_majority(rankings)
         pairs = [{"chosen": p["chosen"], "rejected": p["rejected"], "voters": p["annotators"], "agreement": p["agreement"]} for p in result["pairs"]]
@@ -107,7 +107,7 @@ def aggregate_task(rankings: list[dict], aggregation: str) -> tuple[list[dict], 
             wins[p["chosen"]] += 1
             wins[p["rejected"]] -= 1
         scores = {rid: float(v) for rid, v in wins.items()}
-        return pairs, len(result["dropped"]), unique_top(scores)
+        return pairs, len(result["dropped"]), top_group(scores)
     scores = bradley_terry(rankings)
     kept, equal = order_by_scores(scores)
     pairs = []
@@ -116,16 +116,16 @@ def aggregate_task(rankings: list[dict], aggregation: str) -> tuple[list[dict], 
         voters = [i for i, v in verdicts if v is not None]
         agree = sum(1 for _, v in verdicts if v == ">")
         pairs.append({"chosen": chosen, "rejected": rejected, "voters": voters, "agreement": agree / len(voters) if voters else 0.0})
-    return pairs, len(equal), unique_top(scores)
+    return pairs, len(equal), top_group(scores)
 
 
-def unique_top(scores: dict[str, float]) -> str | None:
+def top_group(scores: dict[str, float]) -> list[str]:
+    """The responses that share the best aggregate score; none when every response ties (no signal)."""
     if not scores:
-        return None
-    ordered = sorted(scores.items(), key=lambda kv: -kv[1])
-    if len(ordered) > 1 and ordered[0][1] - ordered[1][1] < 1e-6:
-        return None
-    return ordered[0][0]
+        return []
+    best = max(scores.values())
+    top = sorted((rid for rid, v in scores.items() if best - v < 1e-6), key=sort_key_id)
+    return [] if len(top) == len(scores) > 1 else top
 
 
 def build_rows(session, project, aggregation, min_agreement, min_gold_accuracy, test_fraction):
@@ -200,14 +200,14 @@ def build_rows(session, project, aggregation, min_agreement, min_gold_accuracy, 
 
         if any_all_bad:
             dropped["sft"]["all_bad"] += 1
-        elif top is None:
-            dropped["sft"]["no_unique_top"] += 1
-        else:
+        elif not top:
+            dropped["sft"]["all_tied"] += 1
+        for top_id in [] if any_all_bad else top:
             sft.append(
                 base
                 | {
-                    "completion": assistant(responses[top].text),
-                    "response_id": int(top),
+                    "completion": assistant(responses[top_id].text),
+                    "response_id": int(top_id),
                     "annotation_ids": [ann.id for ann, _, _ in ranked],
                     "annotators": [user.username for _, user, _ in ranked],
                     "source": "top_ranked",

@@ -92,7 +92,11 @@ def build_parser(stage: str, dataclass_types: tuple, description: str | None = N
     return TrlParser(
         dataclass_types,
         prog=f"rlhf {stage}",
+        usage=f"rlhf {stage} [--config FILE.yaml] [--key value ...]",
         description=description,
+        epilog=("--config FILE.yaml   read option values from a YAML mapping (keys are the option names above);\n"
+                "                     options given on the command line override the file. Unknown keys and\n"
+                "                     wrong types fail before any work, naming the key and the file."),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 

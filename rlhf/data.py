@@ -49,6 +49,8 @@ def read_rows(path: str | os.PathLike) -> list[tuple[str, dict[str, Any]]]:
             if "train" not in ds:
                 raise RlhfError(f"{p}: a DatasetDict needs a 'train' split (has {', '.join(ds)})")
             ds = ds["train"]
+        if len(ds) == 0:
+            raise RlhfError(f"{p}: no rows")
         return [(f"{p} row {i}", row) for i, row in enumerate(ds)]
     if p.suffix == ".parquet":
         import pyarrow.parquet as pq

@@ -46,6 +46,9 @@ def stage_defaults() -> dict:
         "save_steps": 50,
         # TRL turns bf16 on by default; CPUs here train in float32.
         "bf16": torch.cuda.is_available(),
+        # On a CPU-only machine say so explicitly: `accelerate launch` (cpu_ddp.yaml) then runs real DDP over gloo.
+        "use_cpu": not torch.cuda.is_available(),
+        "ddp_find_unused_parameters": False,  # LoRA leaves no unused parameters; saves a graph walk per step
         # Small models fit in memory; recomputing activations only slows CPU training.
         "gradient_checkpointing": False,
         "dataloader_num_workers": 0,

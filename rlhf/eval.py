@@ -12,8 +12,16 @@ through its chat template, with a fixed seed. Per policy:
                   sampled tokens: an unbiased estimate of KL(policy || reference) when sampling at
                   temperature 1 and top_p 1 (the defaults here); greedy or tempered decoding biases it
   mean_length     response length in tokens (EOS included when the policy stopped by itself)
+When prompt rows carry `constraints` (rlhf/data/prompts.jsonl, rlhf.constraints), also, over those rows:
+  pass_rate_prompt       share of prompts whose response meets all of its constraints
+  pass_rate_instruction  share of all constraints met
+  pass_rate_by_type      {constraint type: share met}
+
+Pass rates want deterministic (greedy, `temperature: 0`) responses, the KL estimate wants temperature-1
+samples. With `kl_prompts: N` and a temperature or top_p other than 1, the KL comes from a separate
+temperature-1, top_p-1 sample on the first N prompts; summary.json's `kl_method` says which was used.
 Writes summary.json, responses.jsonl (one line per policy and prompt, with the prompt row's extra fields),
-metrics.jsonl and rewards.png / lengths.png.
+metrics.jsonl and rewards.png / lengths.png (+ pass_rates.png / pass_rate_policies.png with constraints).
 """
 
 from __future__ import annotations
@@ -53,6 +61,15 @@ class EvalArguments:
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass; the KL estimate is unbiased only at 1."})
     batch_size: int = field(default=8, metadata={"help": "Prompts per generate / scoring batch."})
     seed: int = field(default=42, metadata={"help": "Sampling seed, reset before each policy generates."})
+    kl_prompts: int = field(
+        default=0,
+        metadata={"help": "0: estimate KL on the main responses. N > 0 with temperature or top_p other than 1: "
+                          "estimate it on a separate temperature-1, top_p-1 sample of the first N prompts "
+                          "(unbiased, while pass rates use the greedy responses)."},
+    )
+    kl_max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Longest response of the separate KL sample; default: max_new_tokens."}
+    )
 
 
 def win_rate(scores: list[float], reference_scores: list[float]) -> float:
@@ -73,6 +90,67 @@ def kl_estimate(policy_logps: list[list[float]], reference_logps: list[list[floa
             raise ValueError("policy and reference log-probs must cover the same tokens")
         totals.append(sum(a - b for a, b in zip(lp, lr)))
     return sum(totals) / len(totals)
+
+
+def check_prompt_constraints(rows: list[dict[str, Any]], source: str) -> None:
+    """Fail before any model loads when a prompt row's `constraints` are malformed (names the row)."""
+    from rlhf.constraints import validate_constraint
+
+    for i, row in enumerate(rows, start=1):
+        constraints = row.get("constraints")
+        if constraints is None:
+            continue
+        if not isinstance(constraints, list):
+            raise RlhfError(f"{source} prompt {i}: field 'constraints' must be a list")
+        for c in constraints:
+            try:
+                validate_constraint(c)
+            except RlhfError as exc:
+                raise RlhfError(f"{source} prompt {i}: field 'constraints': {exc}") from None
+
+
+def constraint_pass_rates(rows: list[dict[str, Any]], responses: list[str]) -> dict[str, Any]:
+    """Pass rates over the rows that carry constraints; {} when none does (plain prompts have no such figure).
+
+    pass_rate_prompt: share of those prompts whose response meets all its constraints (constraints.all_met);
+    pass_rate_instruction: share of all their constraints met; pass_rate_by_type: share met per type.
+    """
+    from rlhf.constraints import check_constraint
+
+    if len(rows) != len(responses):
+        raise ValueError(f"{len(rows)} prompt rows but {len(responses)} responses")
+    prompts = prompts_passed = 0
+    by_type: dict[str, list[int]] = {}  # type -> [met, total]
+    for row, response in zip(rows, responses):
+        constraints = row.get("constraints") or []
+        if not constraints:
+            continue
+        met = [check_constraint(c, response) for c in constraints]
+        prompts += 1
+        prompts_passed += all(met)
+        for c, ok in zip(constraints, met):
+            counts = by_type.setdefault(c["type"], [0, 0])
+            counts[0] += ok
+            counts[1] += 1
+    if not prompts:
+        return {}
+    total = sum(t for _, t in by_type.values())
+    return {
+        "pass_rate_prompt": prompts_passed / prompts,
+        "pass_rate_instruction": sum(m for m, _ in by_type.values()) / total,
+        "pass_rate_by_type": {k: m / t for k, (m, t) in sorted(by_type.items())},
+        "constrained_prompts": prompts,
+        "constraints": total,
+    }
+
+
+def kl_method(args: EvalArguments) -> str:
+    """How kl_to_reference is estimated: "separate_sample", "main_responses", or "main_responses_biased"
+    (the main responses were greedy or tempered and no separate sample was asked for)."""
+    unbiased_decoding = args.temperature == 1 and args.top_p == 1
+    if args.kl_prompts > 0 and not unbiased_decoding:
+        return "separate_sample"
+    return "main_responses" if unbiased_decoding else "main_responses_biased"
 
 
 def policy_names(paths: list[str], names: list[str] | None) -> list[str]:
@@ -161,11 +239,19 @@ def token_logprobs(model, samples: list[dict[str, Any]], batch_size: int) -> lis
 def evaluate_policies(policies: list[tuple[str, str]], reference: str, reward_model_path: str,
                       rows: list[dict[str, Any]], args: EvalArguments,
                       extra_metrics: ExtraMetrics | None = None) -> tuple[dict[str, dict], list[dict[str, Any]]]:
-    """Figures per policy name, and one record per (policy, prompt). `reference` is one of the names."""
+    """Figures per policy name, and one record per (policy, prompt). `reference` is one of the names.
+
+    Rows with `constraints` add pass-rate figures and a per-record `constraints_met` list.
+    """
+    from rlhf.constraints import check_constraint
     from rlhf.models import load_causal_lm, load_tokenizer
     from rlhf.reward import load_reward_model, score_texts
 
+    check_prompt_constraints(rows, "eval")
     prompts = [row["prompt"] for row in rows]
+    method = kl_method(args)
+    kl_count = min(args.kl_prompts, len(prompts)) if method == "separate_sample" else len(prompts)
+    kl_tokens = args.kl_max_new_tokens or args.max_new_tokens
     paths = dict(policies)
     judge, judge_tokenizer = load_reward_model(reward_model_path)
     reference_model = load_causal_lm(paths[reference]).eval()
@@ -181,14 +267,23 @@ def evaluate_policies(policies: list[tuple[str, str]], reference: str, reward_mo
         samples = sample_responses(model, tokenizer, prompts, args.max_new_tokens, args.temperature, args.top_p,
                                    args.batch_size, args.seed)
         rewards = score_texts(judge, judge_tokenizer, prompts, [s["text"] for s in samples], args.batch_size)
-        own = token_logprobs(model, samples, args.batch_size)
-        ref = own if model is reference_model else token_logprobs(reference_model, samples, args.batch_size)
-        records[name] = [
-            {"policy": name, "prompt": row["prompt"], "response": s["text"], "reward": r,
-             "tokens": len(s["response_ids"]), "logp_policy": sum(lp), "logp_reference": sum(lr),
-             "meta": {k: v for k, v in row.items() if k != "prompt"}}
-            for row, s, r, lp, lr in zip(rows, samples, rewards, own, ref)
-        ]
+        kl_samples = samples
+        if method == "separate_sample":
+            print(f"[rlhf eval] {name}: sampling {kl_count} responses at temperature 1 for the KL", flush=True)
+            kl_samples = sample_responses(model, tokenizer, prompts[:kl_count], kl_tokens, 1.0, 1.0,
+                                          args.batch_size, args.seed)
+        own = token_logprobs(model, kl_samples, args.batch_size)
+        ref = own if model is reference_model else token_logprobs(reference_model, kl_samples, args.batch_size)
+        recs = []
+        for i, (row, s, r) in enumerate(zip(rows, samples, rewards)):
+            rec = {"policy": name, "prompt": row["prompt"], "response": s["text"], "reward": r,
+                   "tokens": len(s["response_ids"]), "meta": {k: v for k, v in row.items() if k != "prompt"}}
+            if kl_samples is samples:  # these log-probs are the KL estimate's terms
+                rec["logp_policy"], rec["logp_reference"] = sum(own[i]), sum(ref[i])
+            if row.get("constraints"):
+                rec["constraints_met"] = [check_constraint(c, s["text"]) for c in row["constraints"]]
+            recs.append(rec)
+        records[name] = recs
         logps[name] = (own, ref)
         if model is not reference_model:
             del model
@@ -203,9 +298,12 @@ def evaluate_policies(policies: list[tuple[str, str]], reference: str, reward_mo
             "mean_reward": sum(rewards) / len(rewards),
             "win_rate": win_rate(rewards, reference_rewards),
             "kl_to_reference": kl_estimate(own, ref),
+            "kl_method": method,
+            "kl_responses": len(own),
             "mean_length": sum(r["tokens"] for r in recs) / len(recs),
             "responses": len(recs),
         }
+        figures[name].update(constraint_pass_rates(rows, [r["response"] for r in recs]))
         if extra_metrics is not None:
             figures[name].update(extra_metrics(rows, recs))
     return figures, [r for name, _ in policies for r in records[name]]
@@ -221,27 +319,65 @@ def write_plots(out: Path, figures: dict[str, dict], records: list[dict[str, Any
     }, title="policies judged by the reward model")
     lengths = {n: [r["tokens"] for r in records if r["policy"] == n] for n in names}
     hist = plot_histograms(out / "lengths.png", lengths, title="response length", xlabel="tokens")
-    return [bars.name, hist.name]
+    written = [bars.name, hist.name]
+    if all("pass_rate_prompt" in figures[n] for n in names):
+        written += [p.name for p in write_pass_rate_plots(out, figures)]
+    return written
 
 
-def main(argv: list[str] | None = None) -> int:
+def write_pass_rate_plots(out: Path, figures: dict[str, dict]) -> list[Path]:
+    """pass_rate_policies.png (prompt- and instruction-level per policy) and pass_rates.png (per constraint type)."""
+    from rlhf.plots import plot_grouped_bars
+
+    names = list(figures)
+    policies = plot_grouped_bars(out / "pass_rate_policies.png", names, {
+        "prompt-level (all met)": [figures[n]["pass_rate_prompt"] for n in names],
+        "instruction-level (share met)": [figures[n]["pass_rate_instruction"] for n in names],
+    }, title="constraint pass rate per policy", ylabel="pass rate", ylim=(0.0, 1.0))
+    types = sorted({t for n in names for t in figures[n]["pass_rate_by_type"]})
+    by_type = plot_grouped_bars(out / "pass_rates.png", types, {
+        n: [figures[n]["pass_rate_by_type"].get(t, float("nan")) for t in types] for n in names
+    }, title="constraint pass rate per type", ylabel="share met", ylim=(0.0, 1.0))
+    return [policies, by_type]
+
+
+def check_args(args: EvalArguments, source: str) -> None:
+    if not args.policies:
+        raise RlhfError(f"{source}: key 'policies' needs at least one model folder")
+    if not args.reward_model_path:
+        raise RlhfError(f"{source}: key 'reward_model_path' is required")
+    if args.batch_size < 1 or args.max_new_tokens < 1:
+        raise RlhfError(f"{source}: batch_size and max_new_tokens must be at least 1")
+    if args.kl_prompts < 0:
+        raise RlhfError(f"{source}: kl_prompts must be 0 (use the main responses) or a positive number")
+    if args.kl_max_new_tokens is not None and args.kl_max_new_tokens < 1:
+        raise RlhfError(f"{source}: kl_max_new_tokens must be at least 1")
+
+
+def run_eval(args: EvalArguments, rows: list[dict[str, Any]] | None = None, config_path: str | None = None,
+             extra_metrics: ExtraMetrics | None = None) -> dict[str, Any]:
+    """The whole stage: validate, evaluate, write responses/metrics/plots/summary; returns the summary.
+
+    `rows` lets a caller (the loop) pass prompt rows it already holds; otherwise `prompts_file` is read.
+    """
     import torch
 
-    from rlhf.config import parse_stage_args, resolved_config
+    from rlhf.config import resolved_config
     from rlhf.data import data_hash, load_prompts
     from rlhf.models import resolve_model_path
     from rlhf.reward import check_reward_model
     from rlhf.runs import append_metrics, prepare_run_dir, write_summary
 
-    args, config_path = parse_stage_args("eval", (EvalArguments,), argv, description=__doc__)
     source = config_path or "command line"
-    if not args.policies:
-        raise RlhfError(f"{source}: key 'policies' needs at least one model folder")
-    for key in ("prompts_file", "reward_model_path"):
-        if not getattr(args, key):
-            raise RlhfError(f"{source}: key '{key}' is required")
-    if args.batch_size < 1 or args.max_new_tokens < 1:
-        raise RlhfError(f"{source}: batch_size and max_new_tokens must be at least 1")
+    check_args(args, source)
+    if rows is None:
+        if not args.prompts_file:
+            raise RlhfError(f"{source}: key 'prompts_file' is required")
+        rows = load_prompts(args.prompts_file)
+    rows = rows[: args.max_prompts]
+    if not rows:
+        raise RlhfError(f"{source}: no prompts to evaluate")
+    check_prompt_constraints(rows, args.prompts_file or source)
     names = policy_names(args.policies, args.policy_names)
     if len(set(names)) != len(names):
         raise RlhfError(f"{source}: policy names must be unique, got {names}")
@@ -252,29 +388,52 @@ def main(argv: list[str] | None = None) -> int:
     if reference not in names:
         raise RlhfError(f"{source}: reference '{args.reference}' is neither a name nor a path in policies {names}")
     reward_path = check_reward_model(args.reward_model_path)
-    rows = load_prompts(args.prompts_file)[: args.max_prompts]
-    out = prepare_run_dir(args.output_dir, "eval", resolved_config(args), data_hash=data_hash(args.prompts_file),
-                          config_path=config_path)
+    rows_hash = data_hash(args.prompts_file) if args.prompts_file else None
+    out = prepare_run_dir(args.output_dir, "eval", resolved_config(args), data_hash=rows_hash, config_path=config_path)
 
     torch.manual_seed(args.seed)
-    figures, records = evaluate_policies(list(zip(names, paths)), reference, reward_path, rows, args)
+    figures, records = evaluate_policies(list(zip(names, paths)), reference, reward_path, rows, args, extra_metrics)
     with open(out / "responses.jsonl", "w", encoding="utf-8") as fh:
         for record in records:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
     for name, figs in figures.items():
-        append_metrics(out, {"policy": name, **{k: v for k, v in figs.items() if k != "path"}})
+        append_metrics(out, {"policy": name, **flat_figures(figs)})
     plots = write_plots(out, figures, records, reference)
-    write_summary(out, {
+    method = kl_method(args)
+    summary = {
         "reference": reference,
         "reward_model_path": args.reward_model_path,
         "prompts": len(rows),
         "policies": figures,
         "sampling": {"temperature": args.temperature, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens,
                      "seed": args.seed},
+        "kl_method": method,
         "plots": plots,
-    })
+    }
+    if method == "separate_sample":
+        summary["kl_sample"] = {"prompts": min(args.kl_prompts, len(rows)), "temperature": 1.0, "top_p": 1.0,
+                                "max_new_tokens": args.kl_max_new_tokens or args.max_new_tokens, "seed": args.seed}
+    write_summary(out, summary)
     for name, f in figures.items():
+        passed = f"  pass {f['pass_rate_prompt']:.2f}/{f['pass_rate_instruction']:.2f}" if "pass_rate_prompt" in f else ""
         print(f"[rlhf eval] {name:>16}: reward {f['mean_reward']:+.3f}  win {f['win_rate']:.2f}  "
-              f"kl {f['kl_to_reference']:.3f}  length {f['mean_length']:.1f}")
+              f"kl {f['kl_to_reference']:.3f}  length {f['mean_length']:.1f}{passed}")
+    if method == "main_responses_biased":
+        print("[rlhf eval] note: KL estimated on greedy/tempered responses is biased; set kl_prompts for an unbiased one")
     print(f"[rlhf eval] summary, responses and plots -> {out}")
+    return summary
+
+
+def flat_figures(figures: dict[str, Any]) -> dict[str, Any]:
+    """Scalars only, for metrics.jsonl: pass_rate_by_type becomes pass_rate_by_type/<type> keys."""
+    flat = {k: v for k, v in figures.items() if k not in ("path", "pass_rate_by_type")}
+    flat.update({f"pass_rate_by_type/{t}": v for t, v in figures.get("pass_rate_by_type", {}).items()})
+    return flat
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rlhf.config import parse_stage_args
+
+    args, config_path = parse_stage_args("eval", (EvalArguments,), argv, description=__doc__)
+    run_eval(args, config_path=config_path)
     return 0

@@ -63,7 +63,8 @@ def trace_lineage(model_path: str, model_name: str) -> tuple[str, list[dict[str,
         config_file = folder / "config.yaml"
         config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
         stages.append({"stage": info.get("stage"), "folder": str(folder), "config_file": info.get("config_file"),
-                       "data_hash": info.get("data_hash"), "config": config or {}})
+                       "data_hash": info.get("data_hash"), "labels_export": info.get("labels_export"),
+                       "config": config or {}})
         name = (config or {}).get("model_name_or_path")
         if not name:
             break
@@ -95,6 +96,12 @@ def write_model_card(out: Path, base_model: str, stages: list[dict[str, Any]], e
              f"| 0 | base | `{base_model}` | | |"]
     for i, s in enumerate(stages, start=1):
         lines.append(f"| {i} | {s['stage']} | `{s['folder']}` | `{s['config_file'] or '-'}` | `{s['data_hash'] or '-'}` |")
+    labelled = [(i, s) for i, s in enumerate(stages, start=1) if s.get("labels_export")]
+    if labelled:
+        lines += ["", "## Labels", "", "Stages trained on a labeler export (`labeler export`), by its content hash:", "",
+                  "| # | stage | project | export id | content hash (sha256) |", "|---|---|---|---|---|"]
+        lines += [f"| {i} | {s['stage']} | {s['labels_export'].get('project')} | {s['labels_export'].get('id')} | "
+                  f"`{s['labels_export'].get('content_hash')}` |" for i, s in labelled]
     for i, s in enumerate(stages, start=1):
         key_values = {k: s["config"][k] for k in CARD_KEYS if k in s["config"]}
         lines += ["", f"### {i}. {s['stage']}", "", "| key | value |", "|---|---|"]

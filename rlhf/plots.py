@@ -66,6 +66,8 @@ def plot_lines(path: str | os.PathLike, x: list[float], series: dict[str, list[f
     fig, ax = plt.subplots(figsize=(6.0, 3.6))
     for name, ys in series.items():
         ax.plot(x[: len(ys)], ys, marker="o", label=name)
+    if x and all(float(v).is_integer() for v in x):
+        ax.set_xticks(x)  # rounds and steps are whole numbers: no "1.5" ticks
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -73,6 +75,56 @@ def plot_lines(path: str | os.PathLike, x: list[float], series: dict[str, list[f
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_grouped_bars(path: str | os.PathLike, groups: list[str], series: dict[str, list[float]], title: str,
+                      ylabel: str = "", ylim: tuple[float, float] | None = None) -> Path:
+    """Bars side by side in one axis: one group per label, one coloured bar per series (e.g. pass rate per
+    constraint type, one bar per policy). A NaN value leaves its slot empty."""
+    plt = _pyplot()
+    width = 0.8 / max(1, len(series))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.35 * len(groups) * len(series) + 2.0), 4.0))
+    for i, (name, values) in enumerate(series.items()):
+        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
+        ax.bar(xs, values, width=width, label=name)
+    ax.set_xticks(range(len(groups)), groups, rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_panels(path: str | os.PathLike, panels: dict[str, dict[str, tuple[list[float], list[float]]]], title: str,
+                xlabel: str) -> Path:
+    """A grid of small line charts, one per panel, each with its own lines as (xs, ys) (e.g. the loss of each
+    training stage over its steps, one line per loop round)."""
+    plt = _pyplot()
+    cols = 2 if len(panels) == 4 else min(3, max(1, len(panels)))  # 4 panels read best as 2 x 2
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    # A label keeps its colour in every panel ("round 2" is orange everywhere, even where round 1 is missing).
+    labels = list(dict.fromkeys(label for lines in panels.values() for label in lines))
+    for ax, (name, lines) in zip(axes.flat, panels.items()):
+        for label, (xs, ys) in lines.items():
+            ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=label, color=f"C{labels.index(label) % 10}")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(xlabel, fontsize=8)
+        if len(labels) > 1:
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 

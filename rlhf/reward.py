@@ -162,7 +162,7 @@ def load_reward_model(path: str):
     """(model, tokenizer) of a trained reward model: a SEQ_CLS adapter folder (merged here) or a full folder."""
     from transformers import AutoModelForSequenceClassification
 
-    from rlhf.models import attn_implementation, is_adapter, load_tokenizer
+    from rlhf.models import is_adapter, load_tokenizer
 
     path = check_reward_model(path)
     tokenizer = load_tokenizer(path)
@@ -173,7 +173,7 @@ def load_reward_model(path: str):
         base = build_reward_model(base_path, tokenizer.pad_token_id)
         model = PeftModel.from_pretrained(base, path).merge_and_unload()
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, attn_implementation=attn_implementation())
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.eval()
     return model, tokenizer
@@ -209,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         "save_strategy": "steps",
         "save_steps": 50,
         "bf16": torch.cuda.is_available(),
+        # On a CPU-only machine say so explicitly: `accelerate launch` (cpu_ddp.yaml) then runs real DDP over gloo.
+        "use_cpu": not torch.cuda.is_available(),
+        "ddp_find_unused_parameters": False,  # LoRA leaves no unused parameters; saves a graph walk per step
         # Small models fit in memory; recomputing activations only slows CPU training.
         "gradient_checkpointing": False,
         "dataloader_num_workers": 0,

@@ -78,6 +78,9 @@ def stage_defaults() -> dict:
         "save_strategy": "steps",
         "save_steps": 50,
         "bf16": torch.cuda.is_available(),
+        # On a CPU-only machine say so explicitly: `accelerate launch` (cpu_ddp.yaml) then runs real DDP over gloo.
+        "use_cpu": not torch.cuda.is_available(),
+        "ddp_find_unused_parameters": False,  # LoRA leaves no unused parameters; saves a graph walk per step
         "gradient_checkpointing": False,  # small models: recomputation only slows CPU training
         "dataloader_num_workers": 0,
         "seed": 42,

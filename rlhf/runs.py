@@ -34,6 +34,21 @@ def last_checkpoint(output_dir: str | os.PathLike) -> str | None:
     return str(max(done)[1]) if done else None
 
 
+def find_labels_export(data_path: str | os.PathLike | None) -> dict[str, Any] | None:
+    """If a data file lies inside a labeler export (a folder with export.json, up to two levels up),
+    the export's id, project and content hash: the link from a trained model back to its labels."""
+    if not data_path:
+        return None
+    path = Path(data_path).resolve()
+    for folder in [path, *list(path.parents)[:2]]:
+        meta = folder / "export.json"
+        if meta.is_file():
+            info = json.loads(meta.read_text())
+            return {"path": str(folder), "content_hash": info.get("content_hash"), "id": info.get("id"),
+                    "project": info.get("project")}
+    return None
+
+
 def prepare_run_dir(output_dir: str | os.PathLike, stage: str, config: dict[str, Any], data_hash: str | None,
                     config_path: str | None = None) -> Path:
     """Create the stage folder and record what produced it (config, config file, data hash)."""
@@ -44,6 +59,7 @@ def prepare_run_dir(output_dir: str | os.PathLike, stage: str, config: dict[str,
         "stage": stage,
         "config_file": config_path,
         "data_hash": data_hash,
+        "labels_export": find_labels_export(config.get("train_file")),
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     (out / "run.json").write_text(json.dumps(run, indent=2))
@@ -69,7 +85,7 @@ def read_metrics(output_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 def write_summary(output_dir: str | os.PathLike, summary: dict[str, Any]) -> Path:
     p = Path(output_dir) / "summary.json"
-    tmp = p.with_suffix(".json.tmp")
+    tmp = p.with_suffix(f".json.{os.getpid()}.tmp")  # unique: under DDP every rank may write
     tmp.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
     os.replace(tmp, p)
     return p

@@ -110,12 +110,14 @@ def test_majority_export_pairs_sft_and_raw(db, tmp_path):
     p3 = by_key[("p3", "p3 c", "p3 a")]
     assert p3["annotators"] == ["bob"] and p3["agreement"] == 1.0
 
-    # SFT: p1's top (a); p2 has no unique top (a and b one win each) but bob's edit; p3 all bad but alice's edit
+    # SFT: p1's top (a); p2's a and b tie on top (one win each), so both, plus bob's edit;
+    # p3 all bad, so only alice's edit
     sft = read_jsonl(out / "sft.jsonl")
     assert {(r["prompt"][-1]["content"], r["completion"][0]["content"], r["source"]) for r in sft} == {
-        ("p1", "p1 a", "top_ranked"), ("p2", "p2 edited by bob", "edited"), ("p3", "p3 fixed by alice", "edited"),
+        ("p1", "p1 a", "top_ranked"), ("p2", "p2 a", "top_ranked"), ("p2", "p2 b", "top_ranked"),
+        ("p2", "p2 edited by bob", "edited"), ("p3", "p3 fixed by alice", "edited"),
     }  # fmt: skip
-    assert len(datasets.load_from_disk(str(out / "sft"))["train"]) == 3
+    assert len(datasets.load_from_disk(str(out / "sft"))["train"]) == 5
 
     raw = read_jsonl(out / "annotations.jsonl")
     assert len(raw) == 6 and {r["username"] for r in raw} == {"alice", "bob"}
@@ -123,9 +125,9 @@ def test_majority_export_pairs_sft_and_raw(db, tmp_path):
     assert sorted(set(p1["annotation_ids"]) | {i for r in rows for i in r["annotation_ids"]}) == sorted(r["id"] for r in raw if not r["all_bad"])
 
     counts = result["counts"]
-    assert counts["pairs"] == {"train": 8, "test": 0} and counts["sft"] == {"train": 3, "test": 0}
+    assert counts["pairs"] == {"train": 8, "test": 0} and counts["sft"] == {"train": 5, "test": 0}
     assert counts["dropped"]["pairs"] == {"no_majority": 1} and counts["dropped"]["tasks"] == {"unlabeled": 1}
-    assert counts["dropped"]["sft"] == {"all_bad": 1, "no_unique_top": 1}
+    assert counts["dropped"]["sft"] == {"all_bad": 1}
     meta = json.loads((out / "export.json").read_text())
     assert meta["content_hash"] == result["content_hash"] and meta["id"] == result["id"] and meta["counts"] == counts
     with db.read() as s:

@@ -1,14 +1,15 @@
-"""`rlhf eval`: policies judged by a reward model; hand-computed win rate and KL estimate."""
+"""`rlhf eval`: policies judged by a reward model; hand-computed win rate, KL estimate and pass rates."""
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
 from rlhf.cli import main as cli
-from rlhf.eval import kl_estimate, policy_names, token_logprobs, win_rate
+from rlhf.constraints import count_words
+from rlhf.eval import (EvalArguments, constraint_pass_rates, evaluate_policies, kl_estimate, kl_method, policy_names,
+                       token_logprobs, win_rate)
 
 
 def test_win_rate_counts_ties_half():
@@ -27,6 +28,40 @@ def test_kl_estimate_is_mean_of_summed_logratios():
     assert kl_estimate([[-3.0]], [[-1.0]]) == pytest.approx(-2.0)  # one sample can be negative
     with pytest.raises(ValueError):
         kl_estimate([[-1.0, -2.0]], [[-1.0]])
+
+
+def test_constraint_pass_rates_hand_computed():
+    lower, commas = {"type": "lowercase", "params": {}}, {"type": "no_commas", "params": {}}
+    rows = [
+        {"prompt": "a", "constraints": [lower, commas]},
+        {"prompt": "b", "constraints": [{"type": "max_words", "params": {"n": 5}}]},
+        {"prompt": "c"},  # plain prompt: no constraint figure
+        {"prompt": "d", "constraints": [lower, {"type": "max_words", "params": {"n": 3}}]},
+        {"prompt": "e", "constraints": [commas]},
+    ]
+    responses = [
+        "hello there, friend",       # lowercase yes, no commas no          -> prompt fails, 1 of 2
+        "Short answer.",             # 2 words < 5                          -> prompt passes, 1 of 1
+        "Anything, at all.",
+        "all lowercase words here",  # lowercase yes, 4 words not < 3       -> prompt fails, 1 of 2
+        "",                          # a blank response meets nothing       -> prompt fails, 0 of 1
+    ]
+    got = constraint_pass_rates(rows, responses)
+    assert got["pass_rate_prompt"] == pytest.approx(1 / 4)
+    assert got["pass_rate_instruction"] == pytest.approx(3 / 6)
+    assert got["pass_rate_by_type"] == {"lowercase": 1.0, "max_words": 0.5, "no_commas": 0.0}
+    assert got["constrained_prompts"] == 4 and got["constraints"] == 6
+    assert constraint_pass_rates([{"prompt": "x"}, {"prompt": "y", "constraints": []}], ["a", "b"]) == {}
+    with pytest.raises(ValueError):
+        constraint_pass_rates(rows, responses[:2])
+
+
+def test_kl_method_follows_decoding():
+    assert kl_method(EvalArguments()) == "main_responses"
+    assert kl_method(EvalArguments(kl_prompts=4)) == "main_responses"  # temperature 1 already: no second sample
+    assert kl_method(EvalArguments(temperature=0.0)) == "main_responses_biased"
+    assert kl_method(EvalArguments(temperature=0.0, kl_prompts=4)) == "separate_sample"
+    assert kl_method(EvalArguments(top_p=0.9, kl_prompts=4)) == "separate_sample"
 
 
 def test_policy_names_from_paths():
@@ -71,7 +106,7 @@ def eval_inputs(tiny_model, tmp_path_factory):
     tok.save_pretrained(root / "adapter")
     prompts = root / "prompts.jsonl"
     prompts.write_text("".join(json.dumps(r) + "\n" for r in [
-        {"prompt": "Name a colour."}, {"prompt": "Say hello.", "constraints": [{"type": "max_words", "n": 3}]},
+        {"prompt": "Name a colour."}, {"prompt": "Say hello.", "constraints": [{"type": "max_words", "params": {"n": 3}}]},
         {"prompt": [{"role": "user", "content": "Count to three."}]},
     ]))
     return {"reward": str(root / "reward"), "other": other, "adapter": str(root / "adapter"), "prompts": str(prompts)}
@@ -106,11 +141,24 @@ def test_eval_compares_policies(tiny_model, eval_inputs, tmp_path):
     assert figs["lora"]["win_rate"] == pytest.approx(expected_win)
     assert figs["lora"]["kl_to_reference"] == pytest.approx(
         sum(r["logp_policy"] - r["logp_reference"] for r in lora) / 3)
-    assert lora[1]["meta"]["constraints"] == [{"type": "max_words", "n": 3}]  # prompt fields pass through
+    assert lora[1]["meta"]["constraints"] == [{"type": "max_words", "params": {"n": 3}}]  # prompt fields pass through
+    assert summary["kl_method"] == "main_responses"
 
-    for png in ("rewards.png", "lengths.png"):
+    # one prompt of three carries a constraint: the pass rates are that response's check
+    for name, recs in (("lora", lora), ("base", base)):
+        met = recs[1]["constraints_met"]
+        assert met == [count_words(recs[1]["response"]) < 3 and bool(recs[1]["response"].strip())]
+        assert "constraints_met" not in recs[0]
+        assert figs[name]["constrained_prompts"] == 1
+        assert figs[name]["pass_rate_prompt"] == figs[name]["pass_rate_instruction"] == float(met[0])
+        assert figs[name]["pass_rate_by_type"] == {"max_words": float(met[0])}
+
+    for png in ("rewards.png", "lengths.png", "pass_rates.png", "pass_rate_policies.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 3
+    assert {m["policy"]: m["pass_rate_by_type/max_words"] for m in metrics} == {
+        n: figs[n]["pass_rate_by_type"]["max_words"] for n in figs}
 
 
 def test_eval_unknown_reference_is_an_error(tiny_model, eval_inputs, tmp_path, capsys):
@@ -118,4 +166,40 @@ def test_eval_unknown_reference_is_an_error(tiny_model, eval_inputs, tmp_path, c
     code = cli(["eval", "--policies", tiny_model, "--reference", "nope", "--reward_model_path", eval_inputs["reward"],
                 "--prompts_file", eval_inputs["prompts"], "--output_dir", str(out)])
     assert code == 2 and "reference 'nope'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_greedy_eval_takes_kl_from_a_temperature_one_sample(tiny_model, eval_inputs):
+    """Greedy responses for pass rates; the KL equals that of a plain temperature-1 eval of the first prompts."""
+    from rlhf.data import load_prompts
+
+    rows = load_prompts(eval_inputs["prompts"])
+    policies = [("base", tiny_model), ("other", eval_inputs["other"])]
+    greedy = EvalArguments(temperature=0.0, max_new_tokens=4, kl_prompts=2, kl_max_new_tokens=5, batch_size=2)
+    figs, records = evaluate_policies(policies, "base", eval_inputs["reward"], rows, greedy)
+    sampled = EvalArguments(temperature=1.0, max_new_tokens=5, batch_size=2)
+    figs_t1, records_t1 = evaluate_policies(policies, "base", eval_inputs["reward"], rows[:2], sampled)
+
+    assert figs["other"]["kl_method"] == "separate_sample" and figs["other"]["kl_responses"] == 2
+    assert figs_t1["other"]["kl_method"] == "main_responses" and figs_t1["other"]["kl_responses"] == 2
+    assert figs["other"]["kl_to_reference"] != 0.0
+    assert figs["other"]["kl_to_reference"] == pytest.approx(figs_t1["other"]["kl_to_reference"], abs=1e-5)
+    assert figs["base"]["kl_to_reference"] == pytest.approx(0.0)
+    # the main responses stay greedy and cover every prompt; their log-probs are not KL terms
+    assert len(records) == 6 and all(r["tokens"] <= 4 for r in records)
+    assert all("logp_policy" not in r for r in records) and all("logp_policy" in r for r in records_t1)
+    again, _ = evaluate_policies(policies[:1], "base", eval_inputs["reward"], rows,
+                                 EvalArguments(temperature=0.0, max_new_tokens=4, batch_size=2, seed=7))
+    assert again["base"]["mean_reward"] == pytest.approx(figs["base"]["mean_reward"])  # greedy: seed-independent
+
+
+def test_eval_malformed_constraint_names_the_prompt(tiny_model, eval_inputs, tmp_path, capsys):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "a"}) + "\n" + json.dumps(
+        {"prompt": "b", "constraints": [{"type": "max_words", "n": 3}]}) + "\n")
+    out = tmp_path / "eval"
+    code = cli(["eval", "--policies", tiny_model, "--reward_model_path", eval_inputs["reward"],
+                "--prompts_file", str(prompts), "--output_dir", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "prompt 2" in err and "missing param 'n'" in err
     assert not out.exists()

@@ -1,0 +1,193 @@
+"""report.html of a loop run, built from a fabricated run folder laid out as `rlhf loop` writes it."""
+
+import base64
+import json
+from html.parser import HTMLParser
+
+import pytest
+
+from rlhf.errors import RlhfError
+from rlhf.report import build_report
+
+VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+
+class TableParser(HTMLParser):
+    """Checks that every non-void tag closes in order, and collects tables as rows of cell texts and images."""
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.errors, self.tables, self.images = [], [], [], []
+        self.cell = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs))
+        if tag in VOID:
+            return
+        self.stack.append(tag)
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self.cell = ""
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1] if self.stack else 'nothing'}")
+            return
+        self.stack.pop()
+        if tag in ("td", "th"):
+            self.tables[-1][-1].append(self.cell)
+            self.cell = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell += data
+
+
+def parse(page: str) -> TableParser:
+    parser = TableParser()
+    parser.feed(page)
+    parser.close()
+    assert parser.errors == [] and parser.stack == []
+    return parser
+
+
+def write(path, value):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value))
+
+
+def write_metrics(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"time": 1.0, **r}) + "\n" for r in rows))
+
+
+def eval_summary(final_pass: float) -> dict:
+    figures = {
+        "base": {"mean_reward": -0.25, "win_rate": 0.5, "kl_to_reference": 0.0, "mean_length": 30.0,
+                 "pass_rate_prompt": 0.25, "pass_rate_instruction": 0.4, "kl_method": "separate_sample",
+                 "pass_rate_by_type": {"lowercase": 0.5, "no_commas": 0.25}},
+        "sft": {"mean_reward": 0.05, "win_rate": 0.625, "kl_to_reference": 0.0213, "mean_length": 22.0,
+                "pass_rate_prompt": 0.375, "pass_rate_instruction": 0.55, "kl_method": "separate_sample",
+                "pass_rate_by_type": {"lowercase": 0.75, "no_commas": 0.5}},
+        "final": {"mean_reward": 0.1234, "win_rate": 0.75, "kl_to_reference": 0.0456, "mean_length": 12.5,
+                  "pass_rate_prompt": final_pass, "pass_rate_instruction": 0.6667, "kl_method": "separate_sample",
+                  "pass_rate_by_type": {"lowercase": 1.0, "no_commas": 0.5}},
+    }
+    return {"reference": "base", "prompts": 8, "policies": figures, "kl_method": "separate_sample",
+            "kl_sample": {"prompts": 4, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 32, "seed": 42},
+            "sampling": {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 64, "seed": 42}}
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """Two rounds; round 1 without rl, round 2 with rl; labels exported only in round 1."""
+    run = tmp_path / "run"
+    write(run / "summary.json", {
+        "heldout_pass_rate": {"base": 0.25, "sft": 0.375, "final": 0.5}, "reward_accuracy": 0.8, "seconds": 1234.5,
+        "rounds": [{"round": r, "policy": f"policy-{r}", "labels_export": {"id": r, "content_hash": f"hash-{r}",
+                                                                          "counts": {"tasks": 24}},
+                    "stages": {"sft": "x"}, "reward_accuracy": 0.8, "eval": eval_summary(0.5)} for r in (1, 2)],
+    })
+    for r in (1, 2):
+        rd = run / f"round-{r}"
+        write(rd / "generate" / "summary.json", {"prompts": 8, "responses": 32, "seconds": 61.0})
+        write_metrics(rd / "sft" / "metrics.jsonl", [{"step": s, "loss": 2.0 - 0.1 * s} for s in range(1, 6)]
+                      + [{"step": 5, "train_runtime": 9.0, "train_loss": 1.7}])
+        write(rd / "sft" / "summary.json", {"steps": 5, "train_runtime_s": 9.0})
+        write(rd / "sft" / "run.json", {"stage": "sft", "labels_export": {"id": r, "content_hash": f"hash-{r}"}})
+        write_metrics(rd / "reward" / "metrics.jsonl", [{"step": s, "loss": 0.69 - 0.05 * s, "accuracy": 0.5 + 0.1 * s,
+                                                          "margin": 0.1 * s} for s in range(1, 4)]
+                      + [{"step": 3, "train_runtime": 4.5, "train_loss": 0.6}])
+        write(rd / "reward" / "summary.json", {"heldout_accuracy": 0.7 + 0.05 * r})
+        write_metrics(rd / "dpo" / "metrics.jsonl", [{"step": s, "loss": 0.69 - 0.01 * s, "rewards/accuracies": 0.5,
+                                                       "rewards/margins": 0.02 * s} for s in range(1, 4)])
+        write(rd / "eval" / "summary.json", eval_summary(0.375 if r == 1 else 0.5))
+        records = [{"policy": p, "prompt": f"Prompt {i}", "response": f"{p} answer {i} <script>alert(1)</script>",
+                    "reward": 0.1 * i, "tokens": 5 + i + len(p), "constraints_met": [True, i % 2 == 0]}
+                   for p in ("base", "sft", "final") for i in range(4)]
+        (rd / "eval" / "responses.jsonl").write_text("".join(json.dumps(x) + "\n" for x in records))
+    write_metrics(run / "round-2" / "rl" / "metrics.jsonl", [{"step": s, "loss": 0.001, "reward": 0.1 * s, "kl": 0.01 * s}
+                                                             for s in range(1, 3)])
+    write(run / "round-2" / "rl" / "summary.json", {"steps": 2, "train_runtime_s": 33.3})
+    write(run / "round-1" / "labels" / "export.json", {
+        "id": 3, "project": "quickstart-r1", "content_hash": "f00dfeed" * 8, "format": "trl-conversational",
+        "counts": {"tasks": 24, "annotations": 48, "pairs": {"train": 60, "test": 7}},
+        "filters": {"aggregation": "majority"},
+    })
+    (run / "round-1" / "labels" / "preferences.jsonl").write_text("".join(
+        json.dumps({"annotators": ["sim-1", "sim-2"], "simulated": True}) + "\n" for _ in range(3)))
+    return run
+
+
+def test_report_has_the_table_values_and_embedded_plots(run_dir):
+    path = build_report(run_dir)
+    assert path == run_dir / "report.html"
+    page = path.read_text(encoding="utf-8")
+    parsed = parse(page)
+    rows = [row for table in parsed.tables for row in table]
+
+    # headline: held-out pass rates, reward accuracy, seconds, and round 2's per-policy figures
+    assert ["pass rate", "25.0%", "37.5%", "50.0%"] in rows
+    assert "+25.0 points" in page
+    assert ["reward model held-out pair accuracy", "80.0%"] in rows and ["seconds", "1234.500"] in rows
+    header = next(t[0] for t in parsed.tables if t[0][0] == "policy" and "pass rate (prompt)" in t[0])
+    assert header == ["policy", "pass rate (prompt)", "pass rate (instruction)", "mean reward", "win rate vs base",
+                      "KL to base", "mean length (tokens)"]
+    assert ["final", "50.0%", "66.7%", "+0.123", "75.0%", "0.046", "12.500"] in rows
+    assert ["base", "25.0%", "40.0%", "-0.250", "50.0%", "0.000", "30.000"] in rows
+    assert ["lowercase", "50.0%", "75.0%", "100.0%"] in rows  # per type, per policy
+    assert "separate temperature-1 sample" in page
+
+    # the loop's round records, flattened; stages per round: rl only in round 2, losses from metrics.jsonl,
+    # runtime from the summary or else TRL's last log line, and the labels export each stage trained on
+    round_table = next(t for t in parsed.tables if t[0][0] == "round")
+    assert round_table[0] == ["round", "policy", "labels_export.id", "labels_export.content_hash", "reward_accuracy"]
+    assert round_table[2] == ["2", "policy-2", "2", "hash-2", "0.800"]
+    assert ["sft", "5", "1.900", "1.500", "9.000", "hash-2"] in rows
+    assert ["rl", "2", "0.001", "0.001", "33.300", "–"] in rows
+    assert ["reward", "3", "0.640", "0.540", "4.500", "–"] in rows
+    assert sum(1 for row in rows if row[0] == "rl") == 1
+
+    # provenance of the labels
+    assert ["content_hash", "f00dfeed" * 8] in rows and ["counts: tasks", "24"] in rows
+    assert ["counts: pairs", '{"test": 7, "train": 60}'] in rows
+    assert ["pairs from simulated annotators", "3 of 3"] in rows and ["annotators", "sim-1, sim-2"] in rows
+
+    # examples are escaped text, never markup
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+    # plots: pass rate per policy, per type, per round, losses, reward curves, lengths; all real PNGs inline
+    assert len(parsed.images) == 6
+    for img in parsed.images:
+        assert img["src"].startswith("data:image/png;base64,") and img["alt"]
+        assert base64.b64decode(img["src"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(run_dir.glob("*.png")) and not list(run_dir.glob("*.tmp"))  # one self-contained file
+
+
+def test_report_skips_missing_parts(tmp_path):
+    run = tmp_path / "run"
+    write(run / "summary.json", {"heldout_pass_rate": {"base": 0.1, "final": 0.3}, "seconds": 10})
+    write_metrics(run / "round-1" / "sft" / "metrics.jsonl", [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.8}])
+    page = build_report(run).read_text()
+    parsed = parse(page)
+    rows = [row for table in parsed.tables for row in table]
+    assert ["pass rate", "10.0%", "30.0%"] in rows and ["reward model held-out pair accuracy", "–"] in rows
+    assert "No eval summary found" in page and "No labeler export" in page
+    assert len(parsed.images) == 1  # the loss curve only: no reward curves, pass rates or lengths
+
+
+def test_report_without_a_run_is_an_error(tmp_path):
+    with pytest.raises(RlhfError, match="run folder not found"):
+        build_report(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RlhfError, match="loop run folder"):
+        build_report(tmp_path / "empty")
+    write(tmp_path / "bad" / "round-1" / "eval" / "summary.json", {})
+    (tmp_path / "bad" / "round-1" / "eval" / "summary.json").write_text("{not json")
+    with pytest.raises(RlhfError, match=r"round-1/eval/summary.json:1"):
+        build_report(tmp_path / "bad")
+    assert not (tmp_path / "bad" / "report.html").exists()
