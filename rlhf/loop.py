@@ -209,6 +209,15 @@ def label_simulated(db, database_url: str, project_name: str, args: LoopArgument
 # --- active selection ---------------------------------------------------------------------------------------
 
 
+def least_certain(pairs: list[tuple], scores: dict, n: int) -> list[tuple]:
+    """The n pairs (a, b) with the smallest reward gap |scores[a] - scores[b]|; equal gaps keep list order.
+
+    The reward model is least sure which of the two is better exactly where it scores them alike.
+    """
+    ranked = sorted(range(len(pairs)), key=lambda k: (abs(scores[pairs[k][0]] - scores[pairs[k][1]]), k))
+    return [pairs[k] for k in ranked[: max(0, n)]]
+
+
 def select_pairs(tasks: list[dict], mode: str, budget: int, reward_model: str | None, seed: int) -> list[dict]:
     """Turn K-candidate tasks into 2-candidate tasks: the least certain pair per prompt by the reward model
     (|r_i - r_j| smallest), or a random pair; then keep the `budget` most uncertain (or random) ones."""
@@ -225,7 +234,8 @@ def select_pairs(tasks: list[dict], mode: str, budget: int, reward_model: str | 
         for task in tasks:
             s = scores[at : at + len(task["responses"])]
             at += len(task["responses"])
-            gap, i, j = min((abs(s[i] - s[j]), i, j) for i in range(len(s)) for j in range(i + 1, len(s)))
+            (i, j), = least_certain([(i, j) for i in range(len(s)) for j in range(i + 1, len(s))], s, 1)
+            gap = abs(s[i] - s[j])
             pair = dict(task, responses=[task["responses"][i], task["responses"][j]],
                         meta=dict(task.get("meta", {}), selection={"mode": mode, "reward_gap": gap}))
             scored.append((gap, pair))

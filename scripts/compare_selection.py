@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout, like the other scripts/
 
 from rlhf.errors import RlhfError  # noqa: E402
+from rlhf.loop import least_certain  # noqa: E402
 
 STRATEGIES = ("random", "uncertain")
 DEFAULT_REWARD_CONFIG = ROOT / "configs" / "quickstart" / "reward.yaml"
@@ -92,15 +93,6 @@ def heldout_preferences(tasks: list[dict]) -> list[dict]:
         for better, worse in rank_to_pairs({str(n): rank for n, rank in enumerate(ranks)}):
             rows.append({"prompt": task["prompt"], "chosen": texts[int(better)], "rejected": texts[int(worse)]})
     return rows
-
-
-def least_certain(pairs: list[tuple], scores: dict, n: int) -> list[tuple]:
-    """The n pairs (a, b) with the smallest reward gap |scores[a] - scores[b]|; equal gaps keep list order.
-
-    The reward model is least sure which of the two is better exactly where it scores them alike.
-    """
-    ranked = sorted(range(len(pairs)), key=lambda k: (abs(scores[pairs[k][0]] - scores[pairs[k][1]]), k))
-    return [pairs[k] for k in ranked[: max(0, n)]]
 
 
 # --- candidates ---------------------------------------------------------------------------------------------
@@ -275,6 +267,13 @@ def print_table(results: dict[str, list[dict]]) -> None:
         print(f"{first['round']:>5} {first['labels']:>7} " + " ".join(cells))
 
 
+def check_disjoint(tasks: list[dict], heldout_tasks: list[dict]) -> None:
+    shared = {t["prompt"] for t in tasks} & {t["prompt"] for t in heldout_tasks}
+    if shared:
+        raise RlhfError(f"{len(shared)} held-out prompt(s) are also train prompts (e.g. {sorted(shared)[0][:60]!r}): "
+                        "the accuracy would not be held out; give --heldout-tasks for other prompts")
+
+
 def check_settings(out: Path, settings: dict[str, Any]) -> None:
     """A re-run may resume only the same comparison: finished reward models would otherwise be reused wrongly."""
     path = out / "settings.json"
@@ -354,6 +353,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     # Given files are checked before anything is written.
     tasks = read_tasks(args.tasks) if args.tasks else None
     heldout_tasks = read_tasks(args.heldout_tasks) if args.heldout_tasks else None
+    if tasks and heldout_tasks:
+        check_disjoint(tasks, heldout_tasks)
     out = Path(args.out)
     check_settings(out, vars(args))
 
@@ -364,10 +365,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     if heldout_tasks is None:
         heldout_rows = load_prompt_set("heldout", path=args.prompts_file)[: args.heldout_prompts]
         heldout_tasks = generate_tasks(model_path, heldout_rows, args, out / "tasks-heldout.jsonl")
-    shared = {t["prompt"] for t in tasks} & {t["prompt"] for t in heldout_tasks}
-    if shared:
-        raise RlhfError(f"{len(shared)} held-out prompt(s) are also train prompts (e.g. {sorted(shared)[0][:60]!r}): "
-                        "the accuracy would not be held out; give --heldout-tasks for other prompts")
+    check_disjoint(tasks, heldout_tasks)
     heldout = heldout_preferences(heldout_tasks)
     if not heldout:
         raise RlhfError(f"{args.heldout_tasks or out / 'tasks-heldout.jsonl'}: every held-out candidate ties on "

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from rlhf.loop import least_certain
+
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("compare_selection", ROOT / "scripts" / "compare_selection.py")
 compare_selection = importlib.util.module_from_spec(spec)
@@ -32,11 +34,11 @@ def test_least_certain_hand_computed():
     pairs = [("a", "b"), ("a", "c"), ("b", "c"), ("c", "d")]
     scores = {"a": 1.0, "b": 0.2, "c": 0.9, "d": 0.9}
     # gaps 0.8, 0.1, 0.7, 0.0
-    assert compare_selection.least_certain(pairs, scores, 2) == [("c", "d"), ("a", "c")]
-    assert compare_selection.least_certain(pairs, scores, 10) == [("c", "d"), ("a", "c"), ("b", "c"), ("a", "b")]
-    assert compare_selection.least_certain(pairs, scores, 0) == []
+    assert least_certain(pairs, scores, 2) == [("c", "d"), ("a", "c")]
+    assert least_certain(pairs, scores, 10) == [("c", "d"), ("a", "c"), ("b", "c"), ("a", "b")]
+    assert least_certain(pairs, scores, 0) == []
     # equal gaps keep the pool's order
-    assert compare_selection.least_certain([("x", "y"), ("y", "x"), ("x", "x")], {"x": 1.0, "y": 3.0}, 2) == \
+    assert least_certain([("x", "y"), ("y", "x"), ("x", "x")], {"x": 1.0, "y": 3.0}, 2) == \
         [("x", "x"), ("x", "y")]
 
 
@@ -53,10 +55,10 @@ def test_simulated_judgments_hand_computed():
     assert len(compare_selection.candidate_pairs([task, task])) == 12
 
 
-def test_tasks_without_constraints_fail_naming_the_line(tmp_path, capsys):
+def test_tasks_without_constraints_fail_naming_the_line(tiny_model, tmp_path, capsys):
     bad = tmp_path / "tasks.jsonl"
     bad.write_text(json.dumps(make_task("tea")) + "\n" + json.dumps({"prompt": "hi", "responses": [{"text": "a"}, {"text": "b"}]}) + "\n")
-    code = compare_selection.main(["--model", str(tmp_path), "--tasks", str(bad), "--heldout-tasks", str(bad),
+    code = compare_selection.main(["--model", tiny_model, "--tasks", str(bad), "--heldout-tasks", str(bad),
                                    "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and f"{bad}:2" in err and "meta.constraints" in err and "Traceback" not in err
@@ -102,3 +104,11 @@ def test_active_and_random_curves_end_to_end(tiny_model, tmp_path):
     assert len({key(p) for p in seed} | {key(p) for p in randoms}) == 12
     assert sum(p["judgment"] is not None for p in seed) == curves["random"]["pairs"][0]
     assert (out / "selection.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_heldout_prompts_that_are_train_prompts_are_refused(tiny_model, tmp_path, capsys):
+    tasks = write_tasks(tmp_path / "tasks.jsonl", TOPICS[:2])
+    code = compare_selection.main(["--model", tiny_model, "--tasks", str(tasks), "--heldout-tasks", str(tasks),
+                                   "--out", str(tmp_path / "out")])
+    assert code == 2 and "also train prompts" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

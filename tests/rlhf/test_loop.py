@@ -53,3 +53,17 @@ def test_two_rounds_chain_policies_and_trace_labels(tiny_model, tmp_path, monkey
     assert rlhf_main(["loop", "--config", "configs/smoke/loop.yaml", "--model_name_or_path", tiny_model,
                       "--output_dir", str(out), "--rounds", "2", "--train_prompts", "8", "--heldout_prompts", "3"]) == 0
     assert json.loads((out / "summary.json").read_text())["rounds"] == json.loads(before)["rounds"]
+
+
+def test_select_pairs_random_keeps_budget_and_two_candidates():
+    from rlhf.loop import select_pairs
+
+    tasks = [{"prompt": f"p{i}", "responses": [{"text": f"p{i} r{j}"} for j in range(4)], "meta": {"id": i}} for i in range(5)]
+    picked = select_pairs(tasks, "random", budget=3, reward_model=None, seed=0)
+    assert len(picked) == 3
+    for task in picked:
+        texts = [r["text"] for r in task["responses"]]
+        assert len(texts) == 2 and texts[0] != texts[1]
+        assert all(t.startswith(task["prompt"] + " ") for t in texts)  # both candidates belong to that prompt
+        assert task["meta"]["selection"] == {"mode": "random"} and "id" in task["meta"]
+    assert select_pairs(tasks, "random", budget=3, reward_model=None, seed=0) == picked  # seeded
