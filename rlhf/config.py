@@ -86,6 +86,37 @@ def _check_value(action: argparse.Action, key: str, value: Any, source: str) -> 
     return out
 
 
+def training_defaults(stage: str, **overrides: Any) -> dict[str, Any]:
+    """The project's defaults for a TRL training stage (sft, reward, dpo, rl); `overrides` add stage specifics.
+
+    LoRA on every projection, float32 and `use_cpu` on a GPU-less machine (so `accelerate launch` with
+    configs/accelerate/cpu_ddp.yaml runs real DDP over gloo), no activation checkpointing (TRL turns it on;
+    on a 135M model recomputation only slows training), TensorBoard and a metrics line every step.
+    """
+    import torch
+
+    defaults = {
+        "model_name_or_path": "smollm2-135m-instruct",
+        "output_dir": f"runs/default/{stage}",
+        "use_peft": True,
+        "lora_r": 16,
+        "lora_alpha": 32,
+        "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        "report_to": ["tensorboard"],
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": 50,
+        "bf16": torch.cuda.is_available(),  # TRL turns bf16 on by default; CPUs here train in float32
+        "use_cpu": not torch.cuda.is_available(),
+        "ddp_find_unused_parameters": False,  # LoRA leaves no unused parameters; saves a graph walk per step
+        "activation_checkpointing": False,
+        "dataloader_num_workers": 0,
+        "seed": 42,
+    }
+    defaults.update(overrides)
+    return defaults
+
+
 def build_parser(stage: str, dataclass_types: tuple, description: str | None = None):
     from trl import TrlParser
 

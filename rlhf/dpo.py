@@ -31,29 +31,9 @@ class DpoArguments:
 
 
 def stage_defaults() -> dict:
-    import torch
+    from rlhf.config import training_defaults
 
-    return {
-        "model_name_or_path": "smollm2-135m-instruct",
-        "output_dir": f"runs/default/{STAGE}",
-        "use_peft": True,
-        "lora_r": 16,
-        "lora_alpha": 32,
-        "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        "report_to": ["tensorboard"],
-        "logging_steps": 1,
-        "save_strategy": "steps",
-        "save_steps": 50,
-        # TRL turns bf16 on by default; CPUs here train in float32.
-        "bf16": torch.cuda.is_available(),
-        # On a CPU-only machine say so explicitly: `accelerate launch` (cpu_ddp.yaml) then runs real DDP over gloo.
-        "use_cpu": not torch.cuda.is_available(),
-        "ddp_find_unused_parameters": False,  # LoRA leaves no unused parameters; saves a graph walk per step
-        # Small models fit in memory; recomputing activations only slows CPU training.
-        "gradient_checkpointing": False,
-        "dataloader_num_workers": 0,
-        "seed": 42,
-    }
+    return training_defaults(STAGE)
 
 
 def mean(values: list[float]) -> float | None:

@@ -188,35 +188,16 @@ def score_pairs(model, tokenizer, dataset, batch_size: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import torch
     from trl import ModelConfig, RewardConfig, RewardTrainer, get_peft_config
 
     from rlhf.config import parse_stage_args, resolved_config
     from rlhf.data import data_hash, load_preferences, split_train_test
     from rlhf.models import load_tokenizer, resolve_model_path
+    from rlhf.config import training_defaults
     from rlhf.runs import last_checkpoint, metrics_callback, prepare_run_dir, write_summary
 
-    defaults = {
-        "use_peft": True,
-        "lora_r": 16,
-        "lora_alpha": 32,
-        "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        "lora_task_type": "SEQ_CLS",  # PEFT then trains and saves the score head with the adapter
-        "model_name_or_path": "smollm2-135m-instruct",
-        "output_dir": "runs/default/reward",
-        "report_to": ["tensorboard"],
-        "logging_steps": 1,
-        "save_strategy": "steps",
-        "save_steps": 50,
-        "bf16": torch.cuda.is_available(),
-        # On a CPU-only machine say so explicitly: `accelerate launch` (cpu_ddp.yaml) then runs real DDP over gloo.
-        "use_cpu": not torch.cuda.is_available(),
-        "ddp_find_unused_parameters": False,  # LoRA leaves no unused parameters; saves a graph walk per step
-        # Small models fit in memory; recomputing activations only slows CPU training.
-        "gradient_checkpointing": False,
-        "dataloader_num_workers": 0,
-        "seed": 42,
-    }
+    # PEFT with task type SEQ_CLS trains and saves the score head with the adapter.
+    defaults = training_defaults("reward", lora_task_type="SEQ_CLS")
     args, training_args, model_args, config_path = parse_stage_args(
         "reward", (RewardArguments, RewardConfig, ModelConfig), argv, defaults=defaults, description=__doc__
     )

@@ -64,35 +64,19 @@ def to_messages(prompt: str | list) -> list[dict[str, str]]:
 
 
 def stage_defaults() -> dict:
-    import torch
+    from rlhf.config import training_defaults
 
-    return {
-        "model_name_or_path": "smollm2-135m-instruct",
-        "output_dir": "runs/default/rl",
-        "use_peft": True,
-        "lora_r": 16,
-        "lora_alpha": 32,
-        "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        "report_to": ["tensorboard"],
-        "logging_steps": 1,
-        "save_strategy": "steps",
-        "save_steps": 50,
-        "bf16": torch.cuda.is_available(),
-        # On a CPU-only machine say so explicitly: `accelerate launch` (cpu_ddp.yaml) then runs real DDP over gloo.
-        "use_cpu": not torch.cuda.is_available(),
-        "ddp_find_unused_parameters": False,  # LoRA leaves no unused parameters; saves a graph walk per step
-        "gradient_checkpointing": False,  # small models: recomputation only slows CPU training
-        "dataloader_num_workers": 0,
-        "seed": 42,
+    return training_defaults(
+        "rl",
         # GRPO's default beta is 0 (no reference, no KL); the KL to the reference is one of our figures.
-        "beta": 0.04,
+        beta=0.04,
         # LoRA needs a larger step than TRL's full-model default (1e-6).
-        "learning_rate": 1e-5,
+        learning_rate=1e-5,
         # 4 completions per prompt, one prompt group per optimizer step: cheap enough for a CPU.
-        "num_generations": 4,
-        "per_device_train_batch_size": 4,
-        "max_completion_length": 128,
-    }
+        num_generations=4,
+        per_device_train_batch_size=4,
+        max_completion_length=128,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,11 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -27,12 +22,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 PASSWORD = "e2e-password"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -60,36 +49,9 @@ def seed(db_file):
 
 
 @pytest.fixture
-def server(db_file, tmp_path):
+def server(db_file, serve_labeler):
     """`labeler serve --db sqlite:///FILE --port N` as a real subprocess; yields its base URL."""
-    port = free_port()
-    log_path = tmp_path / "server.log"
-    env = {**os.environ, "LABELER_SECRET_KEY": "e2e-secret-key", "LABELER_EXPORT_DIR": str(tmp_path / "exports")}
-    env.pop("LABELER_DEBUG", None)
-    with log_path.open("wb") as log:  # a file, not a pipe: a full pipe would stall the server
-        proc = subprocess.Popen([sys.executable, "-m", "labeler.cli", "serve", "--db", f"sqlite:///{db_file}",
-                                 "--host", "127.0.0.1", "--port", str(port)],
-                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/login", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"labeler serve did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.1)
-    yield base
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    return serve_labeler(f"sqlite:///{db_file}", secret_key="e2e-secret-key")
 
 
 @pytest.fixture(scope="session")

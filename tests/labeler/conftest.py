@@ -8,13 +8,6 @@ seed data with `make_user`/`make_project` and then drive the real server.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -120,46 +113,7 @@ def make_project(db):
     return make
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
-def live_server(db_url, tmp_path):
-    """`labeler serve` as a subprocess on a free port and this test's SQLite file; yields the base URL.
-
-    The server's output goes to a log file (a pipe would fill up and stall the server) and is shown
-    if it fails to start.
-    """
-    port = free_port()
-    log_path = tmp_path / "server.log"
-    env = {**os.environ, "LABELER_SECRET_KEY": SECRET_KEY, "LABELER_EXPORT_DIR": str(tmp_path / "exports")}
-    env.pop("LABELER_DEBUG", None)
-    repo_root = Path(__file__).resolve().parents[2]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "labeler.cli", "serve", "--db", db_url, "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=repo_root,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base_url}/api/v1/openapi.json", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"labeler serve did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.1)
-    yield base_url
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def live_server(db_url, serve_labeler, tmp_path):
+    """`labeler serve` as a subprocess on a free port and this test's SQLite file (log: tmp_path/server.log)."""
+    return serve_labeler(db_url, secret_key=SECRET_KEY, log_path=tmp_path / "server.log")

@@ -72,7 +72,7 @@ def test_cpu_ddp_trains_on_two_processes(tiny_model, tmp_path):
     train_file = ROOT / "data" / "smoke" / "sft.jsonl"
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "configs/accelerate/cpu_ddp.yaml"),
-        "-m", "rlhf.cli", "sft", "--config", str(ROOT / "configs/smoke/sft.yaml"), "--use_cpu", "true",
+        "-m", "rlhf.cli", "sft", "--config", str(ROOT / "configs/smoke/sft.yaml"),
         "--model_name_or_path", tiny_model, "--output_dir", str(out), "--max_steps", "2",
     ]
     done = subprocess.run(command, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True,

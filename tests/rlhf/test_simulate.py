@@ -84,15 +84,9 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def labeler_server(tmp_path_factory):
+def labeler_server(tmp_path_factory, serve_labeler):
     """`labeler serve` on a fresh SQLite file, with two simulated annotators and two projects."""
     import importlib.util
-    import os
-    import subprocess
-    import sys
-    import time
-
-    import requests
 
     if importlib.util.find_spec("labeler.cli") is None:
         pytest.skip("labeler/cli.py (`labeler serve`) is not written yet")
@@ -116,27 +110,10 @@ def labeler_server(tmp_path_factory):
                 rows.append({"prompt": f"Task {i}.", "meta": {"constraints": constraints},
                              "responses": [{"text": t, "model": f"met-{m}"} for t, m in shuffled]})
             assert import_tasks(session, project, rows)["created"] == len(TASKS)
-    port = free_port()
-    env = {**os.environ, "LABELER_DATABASE_URL": url, "LABELER_SECRET_KEY": "test-secret-" + "x" * 20}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "labeler.cli",
-         "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+    base = serve_labeler(url)
     try:
-        for _ in range(150):
-            if server.poll() is not None:
-                pytest.fail(f"labeler serve exited: {server.stdout.read()}")
-            try:
-                requests.get(base + "/api/v1/openapi.json", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
         yield {"url": base, "db": db, "tokens": tokens}
     finally:
-        server.terminate()
-        server.wait(timeout=10)
         db.dispose()
 
 
