@@ -19,6 +19,14 @@ def _pyplot():
     return plt
 
 
+def save_figure(plt, fig, path: str | os.PathLike) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_bars(path: str | os.PathLike, labels: list[str], series: dict[str, list[float]], title: str,
               ylabel: str = "") -> Path:
     """Grouped bars: one group per label, one bar per series (e.g. mean reward and win rate per policy)."""
@@ -32,11 +40,7 @@ def plot_bars(path: str | os.PathLike, labels: list[str], series: dict[str, list
         ax.set_ylabel(ylabel)
         ax.axhline(0, color="black", linewidth=0.6)
     fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path)
 
 
 def plot_histograms(path: str | os.PathLike, data: dict[str, list[float]], title: str, xlabel: str,
@@ -52,11 +56,7 @@ def plot_histograms(path: str | os.PathLike, data: dict[str, list[float]], title
     ax.set_ylabel("count")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path)
 
 
 def plot_lines(path: str | os.PathLike, x: list[float], series: dict[str, list[float]], title: str,
@@ -72,11 +72,7 @@ def plot_lines(path: str | os.PathLike, x: list[float], series: dict[str, list[f
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path)
 
 
 def plot_grouped_bars(path: str | os.PathLike, groups: list[str], series: dict[str, list[float]], title: str,
@@ -95,11 +91,7 @@ def plot_grouped_bars(path: str | os.PathLike, groups: list[str], series: dict[s
         ax.set_ylim(*ylim)
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path)
 
 
 def plot_panels(path: str | os.PathLike, panels: dict[str, dict[str, tuple[list[float], list[float]]]], title: str,
