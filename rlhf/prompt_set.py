@@ -10,7 +10,6 @@ appear in train).
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 
@@ -31,27 +30,21 @@ def load_prompt_set(split: str | None = None, path: str | Path | None = None) ->
     path = Path(path) if path is not None else prompt_set_path()
     if not path.is_file():
         raise RlhfError(f"prompt set not found: {path} (run scripts/make_prompt_set.py)")
+    from rlhf.data import read_rows
+
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
+    for where, row in read_rows(path):
+        if not isinstance(row.get("prompt"), str) or not row.get("id"):
+            raise RlhfError(f"{where}: a row needs string fields 'id' and 'prompt'")
+        if row.get("split") not in SPLITS:
+            raise RlhfError(f"{where}: field 'split' must be one of {SPLITS}, got {row.get('split')!r}")
+        if not isinstance(row.get("constraints"), list):
+            raise RlhfError(f"{where}: field 'constraints' must be a list")
+        for c in row["constraints"]:
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RlhfError(f"{where}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row.get("id"):
-                raise RlhfError(f"{where}: a row needs string fields 'id' and 'prompt'")
-            if row.get("split") not in SPLITS:
-                raise RlhfError(f"{where}: field 'split' must be one of {SPLITS}, got {row.get('split')!r}")
-            if not isinstance(row.get("constraints"), list):
-                raise RlhfError(f"{where}: field 'constraints' must be a list")
-            for c in row["constraints"]:
-                try:
-                    validate_constraint(c)
-                except RlhfError as exc:
-                    raise RlhfError(f"{where}: field 'constraints': {exc}") from None
-            if split is None or row["split"] == split:
-                rows.append(row)
+                validate_constraint(c)
+            except RlhfError as exc:
+                raise RlhfError(f"{where}: field 'constraints': {exc}") from None
+        if split is None or row["split"] == split:
+            rows.append(row)
     return rows

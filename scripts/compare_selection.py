@@ -105,16 +105,11 @@ def read_tasks(path: str | os.PathLike) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise RlhfError(f"tasks file not found: {path}")
+    from rlhf.data import read_rows
+
     tasks = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            task = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RlhfError(f"{where}: invalid JSON ({exc.msg})") from None
-        if not isinstance(task, dict) or not isinstance(task.get("prompt"), str):
+    for where, task in read_rows(path):
+        if not isinstance(task.get("prompt"), str):
             raise RlhfError(f"{where}: field 'prompt' must be a string")
         responses = task.get("responses")
         if not isinstance(responses, list) or len(responses) < 2 or \

@@ -6,7 +6,6 @@ import json
 import datasets
 import pytest
 
-from labeler.db import Database
 from labeler.errors import LabelerError
 from labeler.export import export_project, load_export
 from labeler.models import Annotation, Export, Project, Prompt, Response, Task, User
@@ -71,14 +70,6 @@ def seed(db, with_gold=False):
             annotate(s, t4, i4, alice, {"a": 1, "b": 2, "c": 3})
             annotate(s, t4, i4, bob, {"a": 3, "b": 2, "c": 1})
         s.add(Task(project_id=project.id, prompt_id=t1.prompt_id, content_hash="unlabeled"))
-
-
-@pytest.fixture
-def db(tmp_path):
-    db = Database("sqlite:///" + str(tmp_path / "l.db"))
-    db.create_all()
-    yield db
-    db.dispose()
 
 
 def read_jsonl(path):

@@ -5,7 +5,6 @@ import json
 
 import pytest
 
-from labeler.db import Database
 from labeler.models import Annotation, Project, Prompt, Response, Task, User
 from labeler.quality import annotator_gold_accuracy, project_quality
 
@@ -31,14 +30,6 @@ def add_task(session, project, prompt, letters, gold=None):
 
 def annotate(session, task, ids, user, ranks, shown, seconds=10.0):
     session.add(Annotation(task_id=task.id, user_id=user.id, ranking={ids[k]: v for k, v in ranks.items()}, display_order=[int(ids[k]) for k in shown], seconds_spent=seconds))
-
-
-@pytest.fixture
-def db(tmp_path):
-    db = Database("sqlite:///" + str(tmp_path / "l.db"))
-    db.create_all()
-    yield db
-    db.dispose()
 
 
 def test_quality_figures(db):
