@@ -32,10 +32,14 @@ How labels become pairs, per task:
    direction with strictly more votes than the other direction and than ties (split votes and
    ties dropped); "bradley-terry" fits Bradley-Terry scores to the task's rankings and orders every
    pair by them (equal scores dropped).
-4. SFT: the task's top responses by the aggregate (most majority wins minus losses, or the highest
-   Bradley-Terry score; responses tied on top each give a row, a task where every response ties gives
-   none) when no annotation called the task all bad; plus every annotator-edited response (an edit on an all-bad task is exactly the better answer
-   the task lacked).
+4. Edits: an annotator who writes an edited response says it is better than every response they
+   ranked (or called all bad), so each edit gives one pair per such response, the edit chosen. Pairs
+   carry `source`: "ranked" (from the aggregate of rankings) or "edited".
+5. SFT: every annotator-edited response (an edit on an all-bad task is exactly the better answer the
+   task lacked); for a task without edits, the top responses by the aggregate (most majority wins
+   minus losses, or the highest Bradley-Terry score; responses tied on top each give a row, a task
+   where every response ties gives none) when no annotation called the task all bad. A task's edits
+   replace its top-ranked rows: the annotator fixed the best response because it was not good enough.
 
 Split: a prompt goes to test iff int(sha256(prompt_hash)) / 2**256 < test_fraction, so a prompt
 lands in the same split in every export, and SFT and preference data of one prompt share a split.
@@ -192,17 +196,42 @@ def build_rows(session, project, aggregation, min_agreement, min_gold_accuracy, 
                         "annotators": [user.username for _, user, _ in voters],
                         "agreement": p["agreement"],
                         "simulated": any(user.simulated for _, user, _ in voters),
+                        "source": "ranked",
                         "split": split,
                     }
                 )
         elif any_all_bad:
             dropped["pairs"]["all_bad_task"] += 1
 
-        if any_all_bad:
+        edits = [(ann, user) for ann, user in kept if ann.edited_response and ann.edited_response.strip()]
+        for ann, user in edits:
+            judged = [rid for rid in str_keys(ann.ranking or {}) if rid in responses] if not ann.all_bad else list(responses)
+            for rid in sorted(judged, key=sort_key_id):
+                if responses[rid].text.strip() == ann.edited_response.strip():
+                    continue  # an "edit" that changes nothing prefers nothing
+                prefs.append(
+                    base
+                    | {
+                        "chosen": assistant(ann.edited_response),
+                        "rejected": assistant(responses[rid].text),
+                        "chosen_response_id": None,
+                        "rejected_response_id": int(rid),
+                        "annotation_ids": [ann.id],
+                        "annotators": [user.username],
+                        "agreement": 1.0,
+                        "simulated": bool(user.simulated),
+                        "source": "edited",
+                        "split": split,
+                    }
+                )
+
+        if edits:
+            dropped["sft"]["replaced_by_edit"] += len(top or [])
+        elif any_all_bad:
             dropped["sft"]["all_bad"] += 1
         elif not top:
             dropped["sft"]["all_tied"] += 1
-        for top_id in [] if any_all_bad else top:
+        for top_id in [] if any_all_bad or edits else top:
             sft.append(
                 base
                 | {
@@ -215,20 +244,19 @@ def build_rows(session, project, aggregation, min_agreement, min_gold_accuracy, 
                     "split": split,
                 }
             )
-        for ann, user in kept:
-            if ann.edited_response and ann.edited_response.strip():
-                sft.append(
-                    base
-                    | {
-                        "completion": assistant(ann.edited_response),
-                        "response_id": None,
-                        "annotation_ids": [ann.id],
-                        "annotators": [user.username],
-                        "source": "edited",
-                        "simulated": bool(user.simulated),
-                        "split": split,
-                    }
-                )
+        for ann, user in edits:
+            sft.append(
+                base
+                | {
+                    "completion": assistant(ann.edited_response),
+                    "response_id": None,
+                    "annotation_ids": [ann.id],
+                    "annotators": [user.username],
+                    "source": "edited",
+                    "simulated": bool(user.simulated),
+                    "split": split,
+                }
+            )
 
     raw = [
         {
@@ -258,6 +286,7 @@ def build_rows(session, project, aggregation, min_agreement, min_gold_accuracy, 
         "annotations_used": annotations_used,
         "pairs": {s: sum(1 for p in prefs if p["split"] == s) for s in ("train", "test")},
         "sft": {s: sum(1 for p in sft if p["split"] == s) for s in ("train", "test")},
+        "pairs_by_source": {src: sum(1 for p in prefs if p["source"] == src) for src in ("ranked", "edited")},
         "sft_by_source": {src: sum(1 for p in sft if p["source"] == src) for src in ("top_ranked", "edited")},
         "dropped": {kind: {reason: n for reason, n in sorted(c.items()) if n} for kind, c in dropped.items()},
     }
@@ -270,7 +299,7 @@ def dataset_features(kind: str):
     messages = List({"role": Value("string"), "content": Value("string")})
     common = {"prompt": messages, "task_id": Value("int64"), "prompt_id": Value("int64"), "annotation_ids": List(Value("int64")), "annotators": List(Value("string")), "simulated": Value("bool")}
     if kind == "preferences":
-        return Features(common | {"chosen": messages, "rejected": messages, "chosen_response_id": Value("int64"), "rejected_response_id": Value("int64"), "agreement": Value("float64")})
+        return Features(common | {"chosen": messages, "rejected": messages, "chosen_response_id": Value("int64"), "rejected_response_id": Value("int64"), "agreement": Value("float64"), "source": Value("string")})
     return Features(common | {"completion": messages, "response_id": Value("int64"), "source": Value("string")})
 
 

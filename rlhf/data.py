@@ -135,9 +135,10 @@ def _load(path, check: Callable[[dict, str], str], keep: tuple[str, ...]):
     return datasets.Dataset.from_list(records)
 
 
-def load_preferences(path):
-    """A preference set (prompt, chosen, rejected); provenance columns are dropped for training."""
-    return _load(path, check_preference_row, ("prompt", "chosen", "rejected"))
+def load_preferences(path, extra: tuple[str, ...] = ()):
+    """A preference set (prompt, chosen, rejected); provenance columns are dropped for training, except the
+    `extra` ones asked for (the reward stage keeps `source` of its held-out pairs to report per source)."""
+    return _load(path, check_preference_row, ("prompt", "chosen", "rejected", *extra))
 
 
 def load_sft(path):

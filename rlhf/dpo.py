@@ -16,11 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlhf.config import StageArguments
+
 STAGE = "dpo"
 
 
 @dataclass
-class DpoArguments:
+class DpoArguments(StageArguments):
     train_file: str | None = field(
         default=None, metadata={"help": "JSONL/Parquet/datasets folder of preferences: prompt?, chosen, rejected."}
     )
@@ -41,9 +43,9 @@ def mean(values: list[float]) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trl import DPOConfig, DPOTrainer, ModelConfig, get_peft_config
+    from trl import DPOConfig, DPOTrainer, ModelConfig
 
-    from rlhf.config import parse_stage_args, resolved_config
+    from rlhf.config import lora_config, parse_stage_args, resolved_config, sample_rows
     from rlhf.data import data_hash, load_preferences, split_train_test
     from rlhf.errors import RlhfError
     from rlhf.models import load_causal_lm, load_tokenizer, resolve_model_path
@@ -55,10 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.train_file:
         raise RlhfError(f"{config_path or 'command line'}: key 'train_file' is required")
     model_path = resolve_model_path(model_args.model_name_or_path)
+    peft_config = lora_config(model_args, args, model_path, config_path or 'command line')  # checked before any run folder exists
     train = load_preferences(args.train_file)
     evaluation = load_preferences(args.eval_file) if args.eval_file else None
     if evaluation is None:
         train, evaluation = split_train_test(train, args.test_size, seed=training_args.seed)
+    train = sample_rows(train, args, training_args.seed, config_path or "command line")
     config = resolved_config(args, training_args, model_args)
     out = prepare_run_dir(training_args.output_dir, STAGE, config, data_hash=data_hash(args.train_file),
                           config_path=config_path)
@@ -72,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         train_dataset=train,
         eval_dataset=evaluation,
         processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
+        peft_config=peft_config,
         callbacks=[metrics_callback(out)],
     )
     if model_args.use_peft:

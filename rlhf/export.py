@@ -102,6 +102,7 @@ def write_model_card(out: Path, base_model: str, stages: list[dict[str, Any]], e
                   "| # | stage | project | export id | content hash (sha256) |", "|---|---|---|---|---|"]
         lines += [f"| {i} | {s['stage']} | {s['labels_export'].get('project')} | {s['labels_export'].get('id')} | "
                   f"`{s['labels_export'].get('content_hash')}` |" for i, s in labelled]
+        lines += label_counts([s["labels_export"] for _, s in labelled])
     for i, s in enumerate(stages, start=1):
         key_values = {k: s["config"][k] for k in CARD_KEYS if k in s["config"]}
         lines += ["", f"### {i}. {s['stage']}", "", "| key | value |", "|---|---|"]
@@ -112,6 +113,24 @@ def write_model_card(out: Path, base_model: str, stages: list[dict[str, Any]], e
         lines += ["", "## Evaluation", "", f"From `{eval_dir}/summary.json`:", "", "| figure | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in eval_figures]
     (out / "README.md").write_text("\n".join(lines) + "\n")
+
+
+def label_counts(exports: list[dict]) -> list[str]:
+    """One line per distinct export with what it holds (read from its export.json, when still on disk)."""
+    lines, seen = [], set()
+    for e in exports:
+        meta_file = Path(str(e.get("path") or "")) / "export.json"
+        if e.get("content_hash") in seen or not meta_file.is_file():
+            continue
+        seen.add(e.get("content_hash"))
+        counts = json.loads(meta_file.read_text()).get("counts", {})
+        sft, pairs = counts.get("sft_by_source") or {}, counts.get("pairs_by_source") or {}
+        lines += ["", f"Export {e.get('id')} (`{str(e.get('content_hash'))[:12]}`): {counts.get('annotations', '?')} "
+                      f"annotations on {counts.get('tasks', '?')} tasks; SFT rows: {sft.get('top_ranked', 0)} top-ranked, "
+                      f"{sft.get('edited', 0)} annotator-edited; preference pairs: {pairs.get('ranked', 0)} from rankings, "
+                      f"{pairs.get('edited', 0)} edit-over-candidate. Split train/test: pairs {counts.get('pairs')}, "
+                      f"SFT {counts.get('sft')}."]
+    return lines
 
 
 def tokenizer_source(path: str) -> str:

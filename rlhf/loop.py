@@ -8,6 +8,8 @@ Each round r writes runs/<name>/round-<r>/:
   generate/      K candidates per prompt from the current policy (round 1: the base model)
   (labeler)      tasks pushed to project <name>-round-<r> in the labeler database, then labelled:
                  annotators: simulated  - simulated annotator accounts label through the labeler's HTTP API
+                                          (with simulated_edits they also hand-fix the best candidate
+                                          where they can: rlhf/edits.py)
                  annotators: human      - the loop stops after pushing, prints the URL; run the same command
                                           again once the labels are in and it continues from there
   labels/        `labeler export` of the project: preferences, SFT rows, raw annotations, content hash
@@ -56,6 +58,9 @@ class LoopArguments:
     simulated_annotators: int = field(default=1, metadata={"help": "Number of simulated annotator accounts."})
     overlap: int = field(default=1, metadata={"help": "Annotators per task (the labeler project's overlap)."})
     error_rate: float = field(default=0.0, metadata={"help": "Simulated annotators flip a judgment with this probability."})
+    simulated_edits: bool = field(
+        default=False, metadata={"help": "Simulated annotators also fix the best candidate by hand where they can "
+                                         "(rlhf/edits.py): the edit becomes an SFT row and the chosen side of pairs."})
     selection: str = field(
         default="all", metadata={"help": "all: every prompt's K candidates; uncertain: only the pairs the previous "
                                          "round's reward model is least sure of (round 1 falls back to all).",
@@ -203,7 +208,8 @@ def label_simulated(db, database_url: str, project_name: str, args: LoopArgument
     tokens = simulated_tokens(db, args.simulated_annotators)
     with LabelerServer(database_url) as server:
         log(f"label: {len(tokens)} simulated annotator(s) labelling {project_name} through {server.url}/api/v1")
-        return run_simulation(server.url, project_name, tokens, error_rate=args.error_rate, seed=args.seed + round_no)
+        return run_simulation(server.url, project_name, tokens, error_rate=args.error_rate, seed=args.seed + round_no,
+                              edit=args.simulated_edits)
 
 
 # --- active selection ---------------------------------------------------------------------------------------
@@ -345,6 +351,7 @@ def run_round(args: LoopArguments, out: Path, round_no: int, policy: str, base: 
         "stages": {s: str(rdir / s) for s in STAGE_KEYS if (rdir / s).is_dir()},
         "export": str(export_dir),
         "reward_accuracy": reward_summary["heldout_accuracy"],
+        "reward_accuracy_by_source": reward_summary.get("heldout_accuracy_by_source"),
         "eval": figures,
     }
 
@@ -408,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "heldout_pass_rate": pass_rates(last["eval"]),
         "reward_accuracy": last["reward_accuracy"],
+        "reward_accuracy_by_source": last.get("reward_accuracy_by_source"),
         "seconds": round(state["seconds"], 1),
         "rounds": state["rounds"],
         "export": last["export"],
@@ -441,7 +449,9 @@ def print_table(summary: dict[str, Any], report) -> None:
         print(f"{name:<8} {fmt('pass_rate_prompt'):>14} {fmt('pass_rate_instruction'):>14} {fmt('win_rate'):>12} "
               f"{fmt('kl_to_reference'):>11} {fmt('mean_length', '.1f'):>7}")
     acc = summary["reward_accuracy"]
-    print(f"\nreward model held-out pair accuracy: {acc:.3f}" if isinstance(acc, (int, float)) else "")
+    by_source = "".join(f"; {src} pairs {v['accuracy']:.3f} ({v['pairs']})"
+                        for src, v in (summary.get("reward_accuracy_by_source") or {}).items())
+    print(f"\nreward model held-out pair accuracy: {acc:.3f}{by_source}" if isinstance(acc, (int, float)) else "")
     if all(isinstance(rates.get(k), (int, float)) for k in ("base", "final")):
         print(f"held-out prompt-level pass rate: base {rates['base']:.3f} -> final {rates['final']:.3f} "
               f"({100 * (rates['final'] - rates['base']):+.1f} points)")

@@ -96,6 +96,14 @@ def is_adapter(path: str) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
 
 
+def base_model_folder(name: str) -> str:
+    """The full model under a chain of adapter folders (the folder with the config.json)."""
+    path = resolve_model_path(name)
+    while is_adapter(path):
+        path = resolve_model_path(json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"])
+    return path
+
+
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 

@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlhf.config import StageArguments
 from rlhf.errors import RlhfError
 
 
 @dataclass
-class RewardArguments:
+class RewardArguments(StageArguments):
     train_file: str | None = field(
         default=None,
         metadata={"help": "Preference pairs: JSONL/Parquet/datasets folder with prompt?, chosen, rejected."},
@@ -74,17 +75,23 @@ def tokenize_conversation(tokenizer, conversation: str | list) -> list[int]:
 
 
 def score_conversations(model, tokenizer, conversations: list, batch_size: int = 8) -> list[float]:
-    """One scalar reward per conversation, batched with right padding (RewardTrainer's collation)."""
+    """One scalar reward per conversation, batched with right padding (RewardTrainer's collation).
+
+    Conversations are batched in length order (less padding, the same scores) and returned in input order.
+    """
     import torch
 
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     was_training = model.training
     model.eval()
-    scores: list[float] = []
+    all_ids = [tokenize_conversation(tokenizer, c) for c in conversations]
+    order = sorted(range(len(all_ids)), key=lambda i: len(all_ids[i]))
+    scores: list[float] = [0.0] * len(all_ids)
     try:
-        for start in range(0, len(conversations), batch_size):
-            ids = [tokenize_conversation(tokenizer, c) for c in conversations[start : start + batch_size]]
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            ids = [all_ids[i] for i in batch]
             width = max(map(len, ids))
             input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
             attention = torch.zeros((len(ids), width), dtype=torch.long)
@@ -93,7 +100,8 @@ def score_conversations(model, tokenizer, conversations: list, batch_size: int =
                 attention[i, : len(row)] = 1
             with torch.no_grad():
                 logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
-            scores += [float(x) for x in logits[:, 0].float().cpu()]
+            for i, x in zip(batch, logits[:, 0].float().cpu()):
+                scores[i] = float(x)
     finally:
         model.train(was_training)
     return scores
@@ -179,18 +187,28 @@ def load_reward_model(path: str):
     return model, tokenizer
 
 
-def score_pairs(model, tokenizer, dataset, batch_size: int) -> dict[str, float]:
-    """Held-out accuracy and margin of `model` on a preference dataset."""
+def score_pairs(model, tokenizer, dataset, batch_size: int) -> dict[str, Any]:
+    """Held-out accuracy and margin of `model` on a preference dataset; with a `source` column (the labeler
+    export's "ranked" / "edited") also the accuracy of each source, under "by_source"."""
     prompts = dataset["prompt"] if "prompt" in dataset.column_names else [None] * len(dataset)
     chosen = score_texts(model, tokenizer, prompts, dataset["chosen"], batch_size)
     rejected = score_texts(model, tokenizer, prompts, dataset["rejected"], batch_size)
-    return pairwise_stats(chosen, rejected)
+    stats: dict[str, Any] = pairwise_stats(chosen, rejected)
+    if "source" in dataset.column_names:
+        sources = list(dataset["source"])
+        stats["by_source"] = {
+            src: {"accuracy": pairwise_stats([c for c, s in zip(chosen, sources) if s == src],
+                                             [r for r, s in zip(rejected, sources) if s == src])["accuracy"],
+                  "pairs": sources.count(src)}
+            for src in sorted(set(sources), key=str)
+        }
+    return stats
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trl import ModelConfig, RewardConfig, RewardTrainer, get_peft_config
+    from trl import ModelConfig, RewardConfig, RewardTrainer
 
-    from rlhf.config import parse_stage_args, resolved_config
+    from rlhf.config import lora_config, parse_stage_args, resolved_config, sample_rows
     from rlhf.data import data_hash, load_preferences, split_train_test
     from rlhf.models import load_tokenizer, resolve_model_path
     from rlhf.config import training_defaults
@@ -207,9 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.test_size < 1:
         raise RlhfError(f"{source}: key 'test_size' must be in [0, 1), got {args.test_size}")
     model_path = resolve_model_path(model_args.model_name_or_path)
+    peft_config = lora_config(model_args, args, model_path, source)  # checked before any run folder exists
     dataset = load_preferences(args.train_file).map(to_conversational)
     if args.eval_file:
-        train_set, heldout = dataset, load_preferences(args.eval_file).map(to_conversational)
+        train_set, heldout = dataset, load_preferences(args.eval_file, extra=("source",)).map(to_conversational)
         heldout_source = f"eval_file {args.eval_file}"
     else:
         train_set, heldout = split_train_test(dataset, args.test_size, seed=training_args.seed)
@@ -217,13 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     if heldout is None:
         # Too few rows to hold any out: the figure is then training accuracy, and summary.json says so.
         heldout, heldout_source = train_set, "train_file itself (fewer than 10 rows or test_size 0: no held-out split)"
+    train_set = sample_rows(train_set, args, training_args.seed, source)
     config = resolved_config(args, training_args, model_args)
     out = prepare_run_dir(training_args.output_dir, "reward", config, data_hash=data_hash(args.train_file),
                           config_path=config_path)
 
     tokenizer = load_tokenizer(model_path)
     model = build_reward_model(model_path, tokenizer.pad_token_id, seed=training_args.seed)
-    peft_config = get_peft_config(model_args)
     if peft_config is not None:
         # The adapter's base is the input folder itself (an SFT adapter is merged again on load).
         peft_config.base_model_name_or_path = str(Path(model_path).resolve())
@@ -247,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         **figures,
         "heldout_rows": len(heldout),
         "heldout_source": heldout_source,
+        **({"heldout_accuracy_by_source": stats["by_source"]} if "by_source" in stats else {}),
         "train_rows": len(train_set),
         "train_loss": result.training_loss,
         "global_step": trainer.state.global_step,
@@ -255,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     })
     if hasattr(trainer, "end"):
         trainer.end()  # transformers >= 5.18: close the TensorBoard writer
+    by_source = "".join(f"; {src} pairs {v['accuracy']:.3f} ({v['pairs']})" for src, v in stats.get("by_source", {}).items())
     print(f"[rlhf reward] held-out accuracy {stats['accuracy']:.3f}, margin {stats['margin']:.3f} "
-          f"on {len(heldout)} pairs -> {out}")
+          f"on {len(heldout)} pairs{by_source} -> {out}")
     return 0

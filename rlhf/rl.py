@@ -18,13 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlhf.config import StageArguments
 from rlhf.errors import RlhfError
 
 TRAINERS = ("grpo", "rloo")
 
 
 @dataclass
-class RlArguments:
+class RlArguments(StageArguments):
     prompts_file: str | None = field(
         default=None, metadata={"help": "JSONL/Parquet/datasets folder with a `prompt` column (string or messages)."}
     )
@@ -80,9 +81,9 @@ def stage_defaults() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trl import GRPOConfig, GRPOTrainer, ModelConfig, RLOOConfig, RLOOTrainer, get_peft_config
+    from trl import GRPOConfig, GRPOTrainer, ModelConfig, RLOOConfig, RLOOTrainer
 
-    from rlhf.config import parse_stage_args, resolved_config
+    from rlhf.config import lora_config, parse_stage_args, resolved_config
     from rlhf.data import data_hash, load_prompts
     from rlhf.models import is_adapter, load_causal_lm, load_tokenizer, resolve_model_path
     from rlhf.reward import check_reward_model, load_reward_model
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, key):
             raise RlhfError(f"{source}: key '{key}' is required")
     model_path = resolve_model_path(model_args.model_name_or_path)
+    peft_config = lora_config(model_args, args, model_path, source)  # checked before any run folder exists
     reward_path = check_reward_model(args.reward_model_path)
     if not model_args.use_peft and is_adapter(model_path) and training_args.beta != 0:
         # TRL rebuilds the reference of a full model from its config path, which for a merged adapter is
@@ -117,7 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = load_tokenizer(model_path)
     policy = load_causal_lm(model_path, dtype=model_args.dtype or "float32")
     reward_model, reward_tokenizer = load_reward_model(reward_path)
-    peft_config = get_peft_config(model_args)
     if peft_config is not None:
         # The new adapter applies to the policy this stage started from (possibly itself an adapter folder).
         peft_config.base_model_name_or_path = str(Path(model_path).resolve())

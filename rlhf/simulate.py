@@ -9,6 +9,11 @@ the overlap and stores it. The judgment is the share of the prompt's constraints
 see rlhf/constraints.py) each response meets: more is better, equal shares tie. With --error-rate p a
 judgment is flipped with probability p (two adjacent rank levels swap), so agreement metrics and
 aggregation see disagreement as they would with people. Accounts run concurrently, one thread each.
+
+With --edit an annotator also corrects the best candidate when it misses a constraint that a person
+would fix by hand in the edit box (lower-case it, drop the commas, add the closing phrase: rlhf/edits.py)
+and submits the fix as the annotation's edited response; the labeler's export makes it an SFT row and
+prefers it over every response that annotator ranked. Answers that need new writing get no edit.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import requests
 from tqdm import tqdm
 
 from rlhf.constraints import check_constraint
+from rlhf.edits import edit_response
 from rlhf.errors import RlhfError
 
 TIMEOUT = 60  # seconds per HTTP request; a busy SQLite writer can hold a request for a while
@@ -73,8 +79,12 @@ def call_api(session: requests.Session, method: str, url: str, **kwargs) -> requ
     return resp
 
 
-def annotate_task(task: dict, error_rate: float, rng: random.Random) -> dict:
-    """The annotation payload for one task: a ranking by constraints met, with a rationale saying so."""
+def annotate_task(task: dict, error_rate: float, rng: random.Random, edit: bool = False) -> dict:
+    """The annotation payload for one task: a ranking by constraints met, with a rationale saying so.
+
+    With `edit`, the best response (by the true ranking, before any flip) that misses a constraint is
+    corrected by rlhf.edits when it can be; the payload then carries it as `edited_response`.
+    """
     where = f"task {task.get('id')}"
     constraints = (task.get("meta") or {}).get("constraints")
     if not isinstance(constraints, list):
@@ -88,19 +98,27 @@ def annotate_task(task: dict, error_rate: float, rng: random.Random) -> dict:
     met = [sum(check_constraint(c, t) for c in constraints) for t in texts]
     detail = ", ".join(f"response {r['id']}: {m}/{len(constraints)}" for r, m in zip(responses, met))
     rationale = f"simulated: met constraints {detail}" + ("; judgment flipped (error rate)" if flipped != ranks else "")
-    return {
+    payload = {
         "ranking": {str(r["id"]): rank for r, rank in zip(responses, flipped)},
         "all_bad": False,
         "rationale": rationale,
         "seconds_spent": 0.0,
         "flipped": flipped != ranks,
     }
+    if edit:
+        best = texts[ranks.index(1)]
+        title = str((task.get("meta") or {}).get("topic") or "My answer").strip().capitalize()
+        edited = edit_response(constraints, best, title=title)
+        if edited is not None:
+            payload["edited_response"] = edited
+            payload["rationale"] += f"; edited response {responses[ranks.index(1)]['id']} to meet every constraint"
+    return payload
 
 
 def label_as(url: str, project: str, token: str, error_rate: float, rng: random.Random, max_tasks: int | None,
-             progress: tqdm, stop: threading.Event) -> dict[str, int]:
+             progress: tqdm, stop: threading.Event, edit: bool = False) -> dict[str, int]:
     """One annotator's session: fetch, rank, submit until the project has nothing left for this account."""
-    counts = {"annotated": 0, "conflicts": 0, "flipped": 0}
+    counts = {"annotated": 0, "conflicts": 0, "flipped": 0, "edited": 0}
     seen: set = set()
     with requests.Session() as session:
         session.headers["Authorization"] = f"Bearer {token}"
@@ -117,7 +135,7 @@ def label_as(url: str, project: str, token: str, error_rate: float, rng: random.
                 # than loop on it forever.
                 break
             seen.add(task["id"])
-            payload = annotate_task(task, error_rate, rng)
+            payload = annotate_task(task, error_rate, rng, edit=edit)
             flipped = payload.pop("flipped")
             post_url = f"{url}/api/v1/tasks/{task['id']}/annotations"
             resp = call_api(session, "POST", post_url, json=payload)
@@ -126,12 +144,13 @@ def label_as(url: str, project: str, token: str, error_rate: float, rng: random.
                 continue
             counts["annotated"] += 1
             counts["flipped"] += int(flipped)
+            counts["edited"] += int("edited_response" in payload)
             progress.update(1)
     return counts
 
 
 def run_simulation(url: str, project: str, tokens: list[str], error_rate: float = 0.0, seed: int = 0,
-                   max_tasks: int | None = None) -> dict[str, Any]:
+                   max_tasks: int | None = None, edit: bool = False) -> dict[str, Any]:
     """Label with one thread per token; returns totals and per-account counts (accounts by position)."""
     if not tokens:
         raise RlhfError("no annotator tokens given (--tokens or --token-file)")
@@ -144,7 +163,7 @@ def run_simulation(url: str, project: str, tokens: list[str], error_rate: float 
             ThreadPoolExecutor(max_workers=len(tokens)) as pool:
         futures = [
             pool.submit(label_as, url, project, token, error_rate, random.Random(f"{seed}:{i}"), max_tasks,
-                        progress, stop)
+                        progress, stop, edit)
             for i, token in enumerate(tokens)
         ]
         per_account, error = [], None
@@ -157,7 +176,7 @@ def run_simulation(url: str, project: str, tokens: list[str], error_rate: float 
                 per_account.append(None)
         if error is not None:
             raise error
-    totals = {k: sum(a[k] for a in per_account) for k in ("annotated", "conflicts", "flipped")}
+    totals = {k: sum(a[k] for a in per_account) for k in ("annotated", "conflicts", "flipped", "edited")}
     return {**totals, "accounts": len(tokens), "per_account": per_account}
 
 
@@ -184,11 +203,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="probability of flipping a judgment (two adjacent ranks swap); default 0")
     parser.add_argument("--seed", type=int, default=0, help="seed of the flips; each account gets its own stream")
     parser.add_argument("--max-tasks", type=int, default=None, help="stop each account after this many tasks")
+    parser.add_argument("--edit", action="store_true",
+                        help="also correct the best candidate where a hand edit makes it meet every constraint")
     args = parser.parse_args(argv)
     tokens = read_tokens(args.tokens, args.token_file)
     if args.max_tasks is not None and args.max_tasks < 1:
         raise RlhfError(f"--max-tasks must be at least 1, got {args.max_tasks}")
-    counts = run_simulation(args.url, args.project, tokens, args.error_rate, args.seed, args.max_tasks)
+    counts = run_simulation(args.url, args.project, tokens, args.error_rate, args.seed, args.max_tasks, args.edit)
     print(f"simulated annotators: {counts['annotated']} annotations from {counts['accounts']} accounts "
-          f"({counts['flipped']} flipped, {counts['conflicts']} skipped on 409)")
+          f"({counts['flipped']} flipped, {counts['edited']} edited, {counts['conflicts']} skipped on 409)")
     return 0

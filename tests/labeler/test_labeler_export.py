@@ -87,8 +87,9 @@ def test_majority_export_pairs_sft_and_raw(db, tmp_path):
     ds = datasets.load_from_disk(str(out / "preferences"))
     assert set(ds) == {"train", "test"} and len(ds["test"]) == 0
     rows = list(ds["train"])
+    ranked = [r for r in rows if r["source"] == "ranked"]
     # p1: all three pairs; p2: a-b dropped (one tie, one vote), a > c, b > c; p3: bob alone (alice said all bad)
-    assert pair_set(rows) == {
+    assert pair_set(ranked) == {
         ("p1", "p1 a", "p1 b"), ("p1", "p1 a", "p1 c"), ("p1", "p1 b", "p1 c"),
         ("p2", "p2 a", "p2 c"), ("p2", "p2 b", "p2 c"),
         ("p3", "p3 c", "p3 b"), ("p3", "p3 c", "p3 a"), ("p3", "p3 b", "p3 a"),
@@ -100,25 +101,30 @@ def test_majority_export_pairs_sft_and_raw(db, tmp_path):
     assert by_key[("p2", "p2 a", "p2 c")]["prompt"] == SYSTEM_PROMPT
     p3 = by_key[("p3", "p3 c", "p3 a")]
     assert p3["annotators"] == ["bob"] and p3["agreement"] == 1.0
+    # each edit is preferred over every response its author judged (ranked, or called all bad)
+    edited = [r for r in rows if r["source"] == "edited"]
+    assert pair_set(edited) == {("p2", "p2 edited by bob", f"p2 {x}") for x in "abc"} | {
+        ("p3", "p3 fixed by alice", f"p3 {x}") for x in "abc"}
+    bob_edit = by_key[("p2", "p2 edited by bob", "p2 a")]
+    assert bob_edit["annotators"] == ["bob"] and bob_edit["chosen_response_id"] is None and bob_edit["simulated"] is True
 
-    # SFT: p1's top (a); p2's a and b tie on top (one win each), so both, plus bob's edit;
-    # p3 all bad, so only alice's edit
+    # SFT: p1's top (a); p2's top pair (a and b tie) is replaced by bob's edit; p3 only alice's edit
     sft = read_jsonl(out / "sft.jsonl")
     assert {(r["prompt"][-1]["content"], r["completion"][0]["content"], r["source"]) for r in sft} == {
-        ("p1", "p1 a", "top_ranked"), ("p2", "p2 a", "top_ranked"), ("p2", "p2 b", "top_ranked"),
-        ("p2", "p2 edited by bob", "edited"), ("p3", "p3 fixed by alice", "edited"),
+        ("p1", "p1 a", "top_ranked"), ("p2", "p2 edited by bob", "edited"), ("p3", "p3 fixed by alice", "edited"),
     }  # fmt: skip
-    assert len(datasets.load_from_disk(str(out / "sft"))["train"]) == 5
+    assert len(datasets.load_from_disk(str(out / "sft"))["train"]) == 3
 
     raw = read_jsonl(out / "annotations.jsonl")
     assert len(raw) == 6 and {r["username"] for r in raw} == {"alice", "bob"}
     assert all(r["rationale"] == "because" and r["seconds_spent"] == 12.5 and len(r["display_order"]) == 3 for r in raw)
-    assert sorted(set(p1["annotation_ids"]) | {i for r in rows for i in r["annotation_ids"]}) == sorted(r["id"] for r in raw if not r["all_bad"])
+    assert sorted({i for r in rows for i in r["annotation_ids"]}) == sorted(r["id"] for r in raw)
 
     counts = result["counts"]
-    assert counts["pairs"] == {"train": 8, "test": 0} and counts["sft"] == {"train": 5, "test": 0}
+    assert counts["pairs"] == {"train": 14, "test": 0} and counts["sft"] == {"train": 3, "test": 0}
+    assert counts["pairs_by_source"] == {"ranked": 8, "edited": 6}
     assert counts["dropped"]["pairs"] == {"no_majority": 1} and counts["dropped"]["tasks"] == {"unlabeled": 1}
-    assert counts["dropped"]["sft"] == {"all_bad": 1}
+    assert counts["dropped"]["sft"] == {"replaced_by_edit": 3}  # p2's two tied tops, p3's top by bob
     meta = json.loads((out / "export.json").read_text())
     assert meta["content_hash"] == result["content_hash"] and meta["id"] == result["id"] and meta["counts"] == counts
     with db.read() as s:
@@ -132,11 +138,12 @@ def test_bradley_terry_export(db, tmp_path):
     export_project(db, "demo", tmp_path / "bt", aggregation="bradley-terry", test_fraction=0.0)
     rows = read_jsonl(tmp_path / "bt" / "preferences.jsonl")
     # p2 wins: a 2.5 (half of the a-b tie), b 3.5, c 0 -> b > a > c, so b > a is kept (agreement 1 of 2)
-    p2 = {(r["chosen"][0]["content"], r["rejected"][0]["content"]): r["agreement"] for r in rows if r["prompt"][-1]["content"] == "p2"}
+    ranked = [r for r in rows if r["source"] == "ranked"]
+    p2 = {(r["chosen"][0]["content"], r["rejected"][0]["content"]): r["agreement"] for r in ranked if r["prompt"][-1]["content"] == "p2"}
     assert p2 == {("p2 b", "p2 a"): 0.5, ("p2 b", "p2 c"): 1.0, ("p2 a", "p2 c"): 1.0}
-    assert len(rows) == 9
+    assert len(ranked) == 9 and len(rows) == 15  # plus the two edits' three pairs each
     sft = read_jsonl(tmp_path / "bt" / "sft.jsonl")
-    assert ("p2", "p2 b") in {(r["prompt"][-1]["content"], r["completion"][0]["content"]) for r in sft}
+    assert ("p1", "p1 a") in {(r["prompt"][-1]["content"], r["completion"][0]["content"]) for r in sft}
 
 
 def test_split_is_deterministic_by_prompt_and_hash_is_stable(db, tmp_path):
@@ -175,7 +182,7 @@ def test_filters(db, tmp_path):
     gold = export_project(db, "demo", tmp_path / "gold", min_gold_accuracy=0.5, test_fraction=0.0)
     rows = read_jsonl(tmp_path / "gold" / "preferences.jsonl")
     assert {a for r in rows for a in r["annotators"]} == {"alice"}
-    assert pair_set(rows) == {
+    assert pair_set(rows) == {("p3", "p3 fixed by alice", f"p3 {x}") for x in "abc"} | {
         ("p1", "p1 a", "p1 b"), ("p1", "p1 a", "p1 c"), ("p1", "p1 b", "p1 c"),
         ("p2", "p2 a", "p2 c"), ("p2", "p2 b", "p2 c"),
         ("p4", "p4 a", "p4 b"), ("p4", "p4 a", "p4 c"), ("p4", "p4 b", "p4 c"),

@@ -47,6 +47,9 @@ def test_two_rounds_chain_policies_and_trace_labels(tiny_model, tmp_path, monkey
     assert summary["rounds"][1]["labels_export"]["content_hash"] == export2["content_hash"]
     card = (out / "export" / "README.md").read_text()
     assert export2["content_hash"] in card
+    # simulated_edits: the babble over the word limit is cut by hand; the edits reach SFT and the pairs
+    counts1 = summary["rounds"][0]["labels_export"]["counts"]
+    assert counts1["sft_by_source"]["edited"] > 0 and counts1["pairs_by_source"]["edited"] > 0
 
     # A re-run finds every round complete and changes nothing.
     before = (out / "summary.json").read_text()

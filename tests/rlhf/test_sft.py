@@ -60,3 +60,25 @@ def test_sft_full_finetune_and_resume(tiny_model, tmp_path):
     assert cli(sft_args(tiny_model, data, out, "--use_peft", "false", "--save_steps", "2", "--max_steps", "4")) == 0
     steps = [m["step"] for m in read_metrics(out) if "loss" in m]
     assert steps == [1, 2, 3, 4]
+
+
+def test_lora_top_layers_and_max_train_rows(tiny_model, tmp_path, capsys):
+    data = write_sft(tmp_path / "sft.jsonl")
+    out = tmp_path / "top"
+    assert cli(sft_args(tiny_model, data, out, "--lora_top_layers", "1", "--max_train_rows", "4")) == 0
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["layers_to_transform"] == [1]  # the top one of the tiny model's two layers
+    assert adapter["lora_dropout"] == 0.0  # the project default
+    merged, base = load_causal_lm(str(out)).state_dict(), load_causal_lm(tiny_model).state_dict()
+    changed = {k for k in base if not torch.equal(base[k], merged[k])}
+    assert changed and all(".layers.1." in k for k in changed)  # layer 0 untouched
+    assert json.loads((out / "summary.json").read_text())["train_rows"] == 4  # a sample of the 6 rows
+    # out of range: an error naming the option and the model's layer count, before any run folder
+    bad = tmp_path / "bad"
+    assert cli(sft_args(tiny_model, data, bad, "--lora_top_layers", "0")) == 2
+    assert "command line: lora_top_layers must be at least 1, got 0" in capsys.readouterr().err
+    assert not bad.exists()
+    # more than the model has (a 30-layer recipe on the 2-layer test model) means every layer
+    every = tmp_path / "every"
+    assert cli(sft_args(tiny_model, data, every, "--lora_top_layers", "12", "--max_steps", "1")) == 0
+    assert json.loads((every / "adapter_config.json").read_text())["layers_to_transform"] is None

@@ -47,6 +47,21 @@ def test_annotate_task_payload():
         annotate_task({**task, "meta": {}}, 0.0, random.Random(0))
 
 
+def test_annotate_task_edit_fixes_the_best_response():
+    task = {"id": 9, "prompt": "p", "meta": {"constraints": LOWER_NO_COMMAS, "topic": "hats"},
+            "responses": [{"id": 31, "text": "Yes, Sir, hats", "model": "m"}, {"id": 32, "text": "Yes sir", "model": "m"}]}
+    payload = annotate_task(task, 0.0, random.Random(0), edit=True)
+    assert payload["ranking"] == {"31": 2, "32": 1}
+    assert payload["edited_response"] == "yes sir"  # the best (32) lower-cased, not the worse one
+    assert "edited response 32 to meet every constraint" in payload["rationale"]
+    assert "edited_response" not in annotate_task(task, 0.0, random.Random(0))  # edit is opt-in
+    # nothing to fix when the best already meets everything; nothing when no hand edit can (60 words)
+    ok = dict(task, responses=[{"id": 1, "text": "yes sir", "model": "m"}, {"id": 2, "text": "No, Sir", "model": "m"}])
+    assert "edited_response" not in annotate_task(ok, 0.0, random.Random(0), edit=True)
+    long = dict(task, meta={"constraints": [{"type": "min_words", "params": {"n": 60}}]})
+    assert "edited_response" not in annotate_task(long, 0.0, random.Random(0), edit=True)
+
+
 def test_read_tokens(tmp_path):
     f = tmp_path / "tokens.txt"
     f.write_text("# simulated annotators\nlbl_c\n\nlbl_d\n")
@@ -73,6 +88,15 @@ TASKS = [
     ([LOWER, SHORT, NO_COMMAS], [("save a little each week.", 3), ("Save a little each week.", 2),
                                  ("Save, if you can, a little bit of money each and every week.", 0)]),
 ]
+
+
+# for the edit test: the best answer misses a constraint a hand edit fixes (A, B), or meets them all (C)
+EDIT_TASKS = [
+    ([LOWER, NO_COMMAS], [("Drink water, every day.", 0), ("Drink Water, Every Day, Now.", 0)]),
+    ([SHORT, LUCK], [("Study a bit daily.", 1), ("Study every single day and rest well, friend.", 0)]),
+    ([NO_COMMAS], [("Plants need light and water.", 1), ("Plants need light, water, soil.", 0)]),
+]
+EXPECTED_EDITS = {"Task 0.": "drink water every day.", "Task 1.": "Study a bit daily. Good luck!", "Task 2.": None}
 
 
 def free_port() -> int:
@@ -102,14 +126,14 @@ def labeler_server(tmp_path_factory, serve_labeler):
     rng = random.Random(3)
     with db.write() as session:
         tokens = [create_token(session, create_user(session, f"sim-{i}", "pw-unused", simulated=True)) for i in (1, 2)]
-        for name, overlap in (("sim-e2e", 2), ("sim-flip", 1)):
-            project = create_project(session, name, k=3, overlap=overlap)
+        for name, overlap, tasks in (("sim-e2e", 2, TASKS), ("sim-flip", 1, TASKS), ("sim-edit", 1, EDIT_TASKS)):
+            project = create_project(session, name, k=len(tasks[0][1]), overlap=overlap)
             rows = []
-            for i, (constraints, responses) in enumerate(TASKS):
+            for i, (constraints, responses) in enumerate(tasks):
                 shuffled = rng.sample(responses, len(responses))
                 rows.append({"prompt": f"Task {i}.", "meta": {"constraints": constraints},
                              "responses": [{"text": t, "model": f"met-{m}"} for t, m in shuffled]})
-            assert import_tasks(session, project, rows)["created"] == len(TASKS)
+            assert import_tasks(session, project, rows)["created"] == len(tasks)
     base = serve_labeler(url)
     try:
         yield {"url": base, "db": db, "tokens": tokens}
@@ -155,6 +179,30 @@ def test_simulated_annotators_label_through_the_api(labeler_server):
     # nothing left: a second run labels nothing and stores nothing new
     again = run_simulation(s["url"], "sim-e2e", s["tokens"])
     assert again["annotated"] == 0 and len(stored_annotations(s["db"], "sim-e2e")) == 2 * len(TASKS)
+
+
+def test_simulated_edits_are_stored_and_exported(labeler_server, tmp_path):
+    from sqlalchemy import select
+
+    from labeler.export import export_project
+    from labeler.models import Annotation, Project, Task
+    from rlhf.constraints import all_met
+    from rlhf.simulate import run_simulation
+
+    s = labeler_server
+    counts = run_simulation(s["url"], "sim-edit", s["tokens"][:1], edit=True)
+    assert counts["annotated"] == len(EDIT_TASKS) and counts["edited"] == 2
+    with s["db"].read() as session:
+        anns = session.scalars(select(Annotation).join(Task).join(Project).where(Project.name == "sim-edit")).all()
+        stored = {a.task.prompt.prompt: (a.edited_response, a.rationale, a.task.meta["constraints"]) for a in anns}
+    assert {p: e for p, (e, _, _) in stored.items()} == EXPECTED_EDITS
+    for edited, rationale, constraints in stored.values():
+        assert edited is None or (all_met(constraints, edited) and "edited response" in rationale)
+    # the export turns each edit into an SFT row (replacing the task's top-ranked rows) and into one pair
+    # against each of the task's two responses
+    out = export_project(s["db"], "sim-edit", tmp_path / "export", test_fraction=0.0)
+    assert out["counts"]["sft_by_source"] == {"top_ranked": 1, "edited": 2}
+    assert out["counts"]["pairs_by_source"] == {"ranked": 2, "edited": 4}  # B and C ranked; A's two tie
 
 
 def test_error_rate_one_flips_every_judgment(labeler_server):
