@@ -137,8 +137,10 @@ def render_headline(summary: dict[str, Any], eval_round: tuple[int, dict] | None
         if isinstance(heldout.get("final"), (int, float)) and isinstance(heldout.get("base"), (int, float)):
             gain = 100 * (heldout["final"] - heldout["base"])
             parts.append(f"<p>Final policy vs base: <b>{gain:+.1f} points</b>.</p>\n")
-    facts = [["reward model held-out pair accuracy", fmt(reward_accuracy, "pct")],
-             ["rounds", fmt(len(summary.get("rounds") or []) or None)],
+    facts = [["reward model held-out pair accuracy", fmt(reward_accuracy, "pct")]]  # then one row per pair source
+    facts += [[f"on {src} pairs ({v.get('pairs')})", fmt(v.get("accuracy"), "pct")]
+              for src, v in (summary.get("reward_accuracy_by_source") or {}).items()]
+    facts += [["rounds", fmt(len(summary.get("rounds") or []) or None)],
              ["seconds", fmt(summary.get("seconds"))]]
     parts.append(render_table(["figure", "value"], facts))
     if eval_round is None:

@@ -88,6 +88,7 @@ def run_dir(tmp_path):
     run = tmp_path / "run"
     write(run / "summary.json", {
         "heldout_pass_rate": {"base": 0.25, "sft": 0.375, "final": 0.5}, "reward_accuracy": 0.8, "seconds": 1234.5,
+        "reward_accuracy_by_source": {"edited": {"accuracy": 0.9, "pairs": 10}, "ranked": {"accuracy": 0.7, "pairs": 10}},
         "rounds": [{"round": r, "policy": f"policy-{r}", "labels_export": {"id": r, "content_hash": f"hash-{r}",
                                                                           "counts": {"tasks": 24}},
                     "stages": {"sft": "x"}, "reward_accuracy": 0.8, "eval": eval_summary(0.5)} for r in (1, 2)],
@@ -134,6 +135,7 @@ def test_report_has_the_table_values_and_embedded_plots(run_dir):
     assert ["pass rate", "25.0%", "37.5%", "50.0%"] in rows
     assert "+25.0 points" in page
     assert ["reward model held-out pair accuracy", "80.0%"] in rows and ["seconds", "1234.500"] in rows
+    assert ["on edited pairs (10)", "90.0%"] in rows and ["on ranked pairs (10)", "70.0%"] in rows
     header = next(t[0] for t in parsed.tables if t[0][0] == "policy" and "pass rate (prompt)" in t[0])
     assert header == ["policy", "pass rate (prompt)", "pass rate (instruction)", "mean reward", "win rate vs base",
                       "KL to base", "mean length (tokens)"]
