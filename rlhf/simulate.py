@@ -115,7 +115,7 @@ def annotate_task(task: dict, error_rate: float, rng: random.Random, edit: bool 
     return payload
 
 
-def label_as(url: str, project: str, token: str, error_rate: float, rng: random.Random, max_tasks: int | None,
+def label_as(url: str, project: str, token: str, error_rate: float, rng_key: str, max_tasks: int | None,
              progress: tqdm, stop: threading.Event, edit: bool = False) -> dict[str, int]:
     """One annotator's session: fetch, rank, submit until the project has nothing left for this account."""
     counts = {"annotated": 0, "conflicts": 0, "flipped": 0, "edited": 0}
@@ -135,7 +135,8 @@ def label_as(url: str, project: str, token: str, error_rate: float, rng: random.
                 # than loop on it forever.
                 break
             seen.add(task["id"])
-            payload = annotate_task(task, error_rate, rng, edit=edit)
+            # The flip of a task depends on the account and the task only, not on the order tasks arrive in.
+            payload = annotate_task(task, error_rate, random.Random(f"{rng_key}:{task['id']}"), edit=edit)
             flipped = payload.pop("flipped")
             post_url = f"{url}/api/v1/tasks/{task['id']}/annotations"
             resp = call_api(session, "POST", post_url, json=payload)
@@ -162,7 +163,7 @@ def run_simulation(url: str, project: str, tokens: list[str], error_rate: float 
     with tqdm(total=total, desc=f"simulated labels ({project})", unit="task") as progress, \
             ThreadPoolExecutor(max_workers=len(tokens)) as pool:
         futures = [
-            pool.submit(label_as, url, project, token, error_rate, random.Random(f"{seed}:{i}"), max_tasks,
+            pool.submit(label_as, url, project, token, error_rate, f"{seed}:{i}", max_tasks,
                         progress, stop, edit)
             for i, token in enumerate(tokens)
         ]
