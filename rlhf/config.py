@@ -137,10 +137,10 @@ class StageArguments:
 def sample_rows(dataset, stage_args: Any, seed: int, source: str = "config"):
     """`dataset` cut to a seeded random `max_train_rows` sample when it is longer (unchanged otherwise)."""
     n = getattr(stage_args, "max_train_rows", None)
+    if n is not None and n < 1:
+        raise RlhfError(f"{source}: max_train_rows must be at least 1, got {n}")
     if n is None or len(dataset) <= n:
         return dataset
-    if n < 1:
-        raise RlhfError(f"{source}: max_train_rows must be at least 1, got {n}")
     return dataset.shuffle(seed=seed).select(range(n))
 
 

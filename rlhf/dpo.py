@@ -54,15 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     args, training_args, model_args, config_path = parse_stage_args(
         STAGE, (DpoArguments, DPOConfig, ModelConfig), argv, defaults=stage_defaults(), description=__doc__
     )
+    source = config_path or "command line"
     if not args.train_file:
-        raise RlhfError(f"{config_path or 'command line'}: key 'train_file' is required")
+        raise RlhfError(f"{source}: key 'train_file' is required")
     model_path = resolve_model_path(model_args.model_name_or_path)
-    peft_config = lora_config(model_args, args, model_path, config_path or 'command line')  # checked before any run folder exists
+    peft_config = lora_config(model_args, args, model_path, source)  # checked before any run folder exists
     train = load_preferences(args.train_file)
     evaluation = load_preferences(args.eval_file) if args.eval_file else None
     if evaluation is None:
         train, evaluation = split_train_test(train, args.test_size, seed=training_args.seed)
-    train = sample_rows(train, args, training_args.seed, config_path or "command line")
+    train = sample_rows(train, args, training_args.seed, source)
     config = resolved_config(args, training_args, model_args)
     out = prepare_run_dir(training_args.output_dir, STAGE, config, data_hash=data_hash(args.train_file),
                           config_path=config_path)

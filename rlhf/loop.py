@@ -449,8 +449,9 @@ def print_table(summary: dict[str, Any], report) -> None:
         print(f"{name:<8} {fmt('pass_rate_prompt'):>14} {fmt('pass_rate_instruction'):>14} {fmt('win_rate'):>12} "
               f"{fmt('kl_to_reference'):>11} {fmt('mean_length', '.1f'):>7}")
     acc = summary["reward_accuracy"]
-    by_source = "".join(f"; {src} pairs {v['accuracy']:.3f} ({v['pairs']})"
-                        for src, v in (summary.get("reward_accuracy_by_source") or {}).items())
+    from rlhf.reward import describe_by_source
+
+    by_source = describe_by_source(summary.get("reward_accuracy_by_source"))
     print(f"\nreward model held-out pair accuracy: {acc:.3f}{by_source}" if isinstance(acc, (int, float)) else "")
     if all(isinstance(rates.get(k), (int, float)) for k in ("base", "final")):
         print(f"held-out prompt-level pass rate: base {rates['base']:.3f} -> final {rates['final']:.3f} "

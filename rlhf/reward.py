@@ -187,6 +187,11 @@ def load_reward_model(path: str):
     return model, tokenizer
 
 
+def describe_by_source(by_source: dict[str, dict] | None) -> str:
+    """"; edited pairs 0.921 (76); ranked pairs 0.524 (63)": per-source accuracy for a one-line report."""
+    return "".join(f"; {src} pairs {v['accuracy']:.3f} ({v['pairs']})" for src, v in (by_source or {}).items())
+
+
 def score_pairs(model, tokenizer, dataset, batch_size: int) -> dict[str, Any]:
     """Held-out accuracy and margin of `model` on a preference dataset; with a `source` column (the labeler
     export's "ranked" / "edited") also the accuracy of each source, under "by_source"."""
@@ -275,7 +280,6 @@ def main(argv: list[str] | None = None) -> int:
     })
     if hasattr(trainer, "end"):
         trainer.end()  # transformers >= 5.18: close the TensorBoard writer
-    by_source = "".join(f"; {src} pairs {v['accuracy']:.3f} ({v['pairs']})" for src, v in stats.get("by_source", {}).items())
     print(f"[rlhf reward] held-out accuracy {stats['accuracy']:.3f}, margin {stats['margin']:.3f} "
-          f"on {len(heldout)} pairs{by_source} -> {out}")
+          f"on {len(heldout)} pairs{describe_by_source(stats.get('by_source'))} -> {out}")
     return 0
