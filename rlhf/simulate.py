@@ -35,16 +35,19 @@ from rlhf.errors import RlhfError
 TIMEOUT = 60  # seconds per HTTP request; a busy SQLite writer can hold a request for a while
 
 
-def rank_by_constraints(constraints: list[dict], texts: list[str], error_rate: float = 0.0,
-                        rng: random.Random | None = None) -> list[int]:
-    """Dense ranks (1 = best, equal ranks for ties) by the share of constraints each text meets.
+def constraints_met(constraints: list[dict], texts: list[str]) -> list[int]:
+    """How many of `constraints` each text meets."""
+    return [sum(check_constraint(c, t) for c in constraints) for t in texts]
+
+
+def ranks_from_met(met: list[int], error_rate: float = 0.0, rng: random.Random | None = None) -> list[int]:
+    """Dense ranks (1 = best, equal ranks for ties) from constraints-met counts.
 
     With probability `error_rate` two adjacent rank levels swap (a level is all texts tied at one rank);
     when every text ties there is nothing to flip.
     """
     if not 0.0 <= error_rate <= 1.0:
         raise RlhfError(f"error rate must be between 0 and 1, got {error_rate}")
-    met = [sum(check_constraint(c, t) for c in constraints) for t in texts]
     levels = sorted(set(met), reverse=True)
     ranks = [levels.index(m) + 1 for m in met]
     rng = rng or random.Random(0)
@@ -52,6 +55,12 @@ def rank_by_constraints(constraints: list[dict], texts: list[str], error_rate: f
         r = rng.randrange(1, len(levels))  # swap levels r and r + 1
         ranks = [r + 1 if x == r else r if x == r + 1 else x for x in ranks]
     return ranks
+
+
+def rank_by_constraints(constraints: list[dict], texts: list[str], error_rate: float = 0.0,
+                        rng: random.Random | None = None) -> list[int]:
+    """Dense ranks by the share of constraints each text meets (see ranks_from_met)."""
+    return ranks_from_met(constraints_met(constraints, texts), error_rate, rng)
 
 
 def server_message(resp: requests.Response) -> str:
@@ -93,9 +102,9 @@ def annotate_task(task: dict, error_rate: float, rng: random.Random, edit: bool 
     if not responses:
         raise RlhfError(f"{where}: no responses to rank")
     texts = [r["text"] for r in responses]
-    ranks = rank_by_constraints(constraints, texts, 0.0)
-    flipped = rank_by_constraints(constraints, texts, error_rate, rng)
-    met = [sum(check_constraint(c, t) for c in constraints) for t in texts]
+    met = constraints_met(constraints, texts)
+    ranks = ranks_from_met(met)
+    flipped = ranks_from_met(met, error_rate, rng)
     detail = ", ".join(f"response {r['id']}: {m}/{len(constraints)}" for r, m in zip(responses, met))
     rationale = f"simulated: met constraints {detail}" + ("; judgment flipped (error rate)" if flipped != ranks else "")
     payload = {
