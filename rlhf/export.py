@@ -135,13 +135,11 @@ def label_counts(exports: list[dict]) -> list[str]:
 
 def tokenizer_source(path: str) -> str:
     """The folder whose tokenizer goes with `path`: itself, or for an adapter without one, its base."""
-    from rlhf.models import is_adapter, resolve_model_path
+    from rlhf.models import adapter_base, is_adapter, resolve_model_path
 
-    folder = Path(path)
-    if (folder / "tokenizer_config.json").is_file() or not is_adapter(path):
+    if (Path(path) / "tokenizer_config.json").is_file() or not is_adapter(path):
         return path
-    base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
-    return tokenizer_source(resolve_model_path(base))
+    return tokenizer_source(resolve_model_path(adapter_base(path)))
 
 
 def check_generation(out: Path, prompt: str, max_new_tokens: int) -> tuple[str, int]:

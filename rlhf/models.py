@@ -96,11 +96,16 @@ def is_adapter(path: str) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
 
 
+def adapter_base(path: str) -> str:
+    """The base model an adapter folder names (`base_model_name_or_path` in its adapter_config.json, as written)."""
+    return json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
+
+
 def base_model_folder(name: str) -> str:
     """The full model under a chain of adapter folders (the folder with the config.json)."""
     path = resolve_model_path(name)
     while is_adapter(path):
-        path = resolve_model_path(json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"])
+        path = resolve_model_path(adapter_base(path))
     return path
 
 
@@ -124,8 +129,7 @@ def load_causal_lm(name: str, dtype: str | None = "float32", merge_adapter: bool
     if is_adapter(path):
         from peft import PeftModel
 
-        base_name = json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
-        base = load_causal_lm(base_name, dtype=dtype)
+        base = load_causal_lm(adapter_base(path), dtype=dtype)
         model = PeftModel.from_pretrained(base, path)
         return model.merge_and_unload() if merge_adapter else model
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)

@@ -170,15 +170,14 @@ def load_reward_model(path: str):
     """(model, tokenizer) of a trained reward model: a SEQ_CLS adapter folder (merged here) or a full folder."""
     from transformers import AutoModelForSequenceClassification
 
-    from rlhf.models import is_adapter, load_tokenizer
+    from rlhf.models import adapter_base, is_adapter, load_tokenizer
 
     path = check_reward_model(path)
     tokenizer = load_tokenizer(path)
     if is_adapter(path):
         from peft import PeftModel
 
-        base_path = json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
-        base = build_reward_model(base_path, tokenizer.pad_token_id)
+        base = build_reward_model(adapter_base(path), tokenizer.pad_token_id)
         model = PeftModel.from_pretrained(base, path).merge_and_unload()
     else:
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)

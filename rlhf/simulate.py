@@ -115,12 +115,12 @@ def annotate_task(task: dict, error_rate: float, rng: random.Random, edit: bool 
         "flipped": flipped != ranks,
     }
     if edit:
-        best = texts[ranks.index(1)]
+        best = ranks.index(1)
         title = str((task.get("meta") or {}).get("topic") or "My answer").strip().capitalize()
-        edited = edit_response(constraints, best, title=title)
+        edited = edit_response(constraints, texts[best], title=title)
         if edited is not None:
             payload["edited_response"] = edited
-            payload["rationale"] += f"; edited response {responses[ranks.index(1)]['id']} to meet every constraint"
+            payload["rationale"] += f"; edited response {responses[best]['id']} to meet every constraint"
     return payload
 
 
