@@ -45,6 +45,15 @@ def create_user(session: Session, username: str, password: str, role: str = "ann
     return user
 
 
+def get_or_create_user(session: Session, username: str, password: str, role: str = "annotator",
+                       simulated: bool = False) -> tuple[User, bool]:
+    """The user called `username`, created when missing; (user, created). An existing user keeps its password."""
+    user = session.scalar(select(User).where(User.username == username))
+    if user is not None:
+        return user, False
+    return create_user(session, username, password, role=role, simulated=simulated), True
+
+
 def find_user(session: Session, username: str) -> User:
     user = session.scalar(select(User).where(User.username == username))
     if user is None:

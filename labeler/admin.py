@@ -13,6 +13,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, redirect, render_template, request, send_file, url_for
 from sqlalchemy import func, select
 
+from labeler.arena import arena_results, arena_votes
 from labeler import projects, quality
 from labeler.app import get_db, new_export_dir
 from labeler.errors import LabelerError
@@ -78,8 +79,9 @@ def project(name):
         task_rows = [{"task": t, "annotations": n, "prompt_html": render_conversation(t.prompt.prompt)} for t, n in tasks]
         exports = s.scalars(select(Export).where(Export.project_id == p.id).order_by(Export.id.desc())).all()
         counts = projects.count_project(s, p)
+        arena = arena_results(arena_votes(s, p)) if p.kind == "arena" else None
     return render_template("admin/project.html", project=p, stats=stats, charts=quality_charts(stats["annotators"]),
-                           tasks=task_rows, exports=exports, counts=counts, aggregations=AGGREGATIONS)
+                           tasks=task_rows, exports=exports, counts=counts, aggregations=AGGREGATIONS, arena=arena)
 
 
 def load_task(s, project: Project, task_id: int) -> Task:

@@ -172,8 +172,10 @@ def projects():
               help="How long an annotator holds a task before it goes back to the pool.")
 @click.option("--no-edit", is_flag=True, help="Hide the 'write a better response' box.")
 @click.option("--no-rationale", is_flag=True, help="Do not ask for a free-text rationale.")
+@click.option("--kind", type=click.Choice(["ranking", "arena"]), default="ranking", show_default=True,
+              help="arena: blind A/B votes between checkpoints (K = 2); the project page shows win rates.")
 @db_option
-def projects_create(name, k, overlap, criteria, guidelines, lease_seconds, no_edit, no_rationale, db_url):
+def projects_create(name, k, overlap, criteria, guidelines, lease_seconds, no_edit, no_rationale, kind, db_url):
     """Create project NAME (letters, digits, '.', '_', '-'; it appears in URLs).
 
     Each task shows K responses to rank; each task is labeled by OVERLAP different annotators, which is
@@ -186,7 +188,8 @@ def projects_create(name, k, overlap, criteria, guidelines, lease_seconds, no_ed
     names = [c.strip() for c in criteria.split(",") if c.strip()]
     with open_db(db_url).write() as session:
         project = create_project(session, name, k=k, overlap=overlap, criteria=names, guidelines=guidelines,
-                                 lease_seconds=lease_seconds, allow_edit=not no_edit, ask_rationale=not no_rationale)
+                                 lease_seconds=lease_seconds, allow_edit=not no_edit, ask_rationale=not no_rationale,
+                                 kind=kind)
         click.echo(f"created project '{project.name}': k={project.k}, overlap={project.overlap}, criteria={project.criteria or '-'}")
 
 

@@ -61,6 +61,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from labeler.arena import arena_results, arena_votes
 from labeler.aggregate import aggregate_majority, bradley_terry, compare_ranks, order_by_scores, pairwise_agreement, sort_key_id
 from labeler.db import Database
 from labeler.errors import LabelerError
@@ -354,6 +355,7 @@ def export_project(
             raise LabelerError(f"created_by: no user with id {created_by}", field="created_by")
         prefs, sft, raw, counts = build_rows(session, project, aggregation, min_agreement, min_gold_accuracy, test_fraction)
         project_id, project_label = project.id, project.name
+        votes = arena_votes(session, project) if project.kind == "arena" else None
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -362,6 +364,10 @@ def export_project(
         write_jsonl(prefs, tmp / "preferences.jsonl")
         write_jsonl(sft, tmp / "sft.jsonl")
         write_jsonl(raw, tmp / "annotations.jsonl")
+        if votes is not None:  # an arena: its votes and their win rates / Bradley-Terry scores travel too
+            write_jsonl(votes, tmp / "votes.jsonl")
+            (tmp / "arena.json").write_text(json.dumps(arena_results(votes), indent=2, sort_keys=True) + "\n")
+            counts = dict(counts, votes=len(votes))
         save_dataset(prefs, "preferences", tmp / "preferences")
         save_dataset(sft, "sft", tmp / "sft")
         content_hash = hash_content(tmp)
@@ -383,7 +389,8 @@ def export_project(
                 "filters": filters,
                 "counts": counts,
                 "content_hash": content_hash,
-                "files": {"preferences": "preferences", "sft": "sft", **{name.removesuffix(".jsonl") + "_jsonl": name for name in JSONL_FILES}},
+                "files": {"preferences": "preferences", "sft": "sft", **{name.removesuffix(".jsonl") + "_jsonl": name for name in JSONL_FILES},
+                          **({"votes_jsonl": "votes.jsonl", "arena": "arena.json"} if votes is not None else {})},
             }
             (tmp / "export.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
             if out.is_dir():

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from labeler.db import Base
 
 ROLES = ("admin", "annotator")
+PROJECT_KINDS = ("ranking", "arena")
 
 
 def utcnow() -> dt.datetime:
@@ -54,6 +55,8 @@ class Project(Base):
     lease_seconds: Mapped[int] = mapped_column(Integer, default=900)
     allow_edit: Mapped[bool] = mapped_column(Boolean, default=True)
     ask_rationale: Mapped[bool] = mapped_column(Boolean, default=True)
+    # "ranking": rank K responses; "arena": blind A/B votes between checkpoints (K = 2; labeler/arena.py)
+    kind: Mapped[str] = mapped_column(String(16), default="ranking", server_default="ranking")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from labeler.errors import LabelerError
-from labeler.models import Annotation, Assignment, Project, Task, utcnow
+from labeler.models import PROJECT_KINDS, Annotation, Assignment, Project, Task, User, utcnow
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")  # names appear in URLs: /api/v1/projects/<name>
 
@@ -27,11 +27,16 @@ def check_int(value, field: str, low: int, high: int | None = None) -> int:
 
 
 def create_project(session: Session, name: str, k: int = 2, overlap: int = 1, criteria=(), guidelines: str = "",
-                   lease_seconds: int = 900, allow_edit: bool = True, ask_rationale: bool = True) -> Project:
+                   lease_seconds: int = 900, allow_edit: bool = True, ask_rationale: bool = True,
+                   kind: str = "ranking") -> Project:
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise LabelerError(f"project name {name!r} must be 1-120 letters, digits, '.', '_' or '-' (it appears in URLs)",
                            status=422, field="name")
     check_int(k, "k", 2, 20)
+    if kind not in PROJECT_KINDS:
+        raise LabelerError(f"kind must be one of {', '.join(PROJECT_KINDS)}, got {kind!r}", status=422, field="kind")
+    if kind == "arena" and k != 2:
+        raise LabelerError(f"an arena project compares two responses: k must be 2, got {k}", status=422, field="k")
     check_int(overlap, "overlap", 1, 1000)
     check_int(lease_seconds, "lease_seconds", 10)
     if isinstance(criteria, str) or not all(isinstance(c, str) and c.strip() for c in criteria):
@@ -47,10 +52,26 @@ def create_project(session: Session, name: str, k: int = 2, overlap: int = 1, cr
     if session.scalar(select(Project).where(Project.name == name)) is not None:
         raise LabelerError(f"project '{name}' already exists", status=409, field="name")
     project = Project(name=name, k=k, overlap=overlap, criteria=criteria, guidelines=guidelines,
-                      lease_seconds=lease_seconds, allow_edit=allow_edit, ask_rationale=ask_rationale)
+                      lease_seconds=lease_seconds, allow_edit=allow_edit, ask_rationale=ask_rationale, kind=kind)
     session.add(project)
     session.flush()
     return project
+
+
+def get_or_create_project(session: Session, name: str, **settings) -> tuple[Project, bool]:
+    """The project called `name`, created with `settings` when missing; (project, created).
+
+    An existing project keeps its settings, but one whose K or kind differs from what the caller asks
+    for cannot take its tasks: that is an error, not a silent mix.
+    """
+    project = session.scalar(select(Project).where(Project.name == name))
+    if project is None:
+        return create_project(session, name, **settings), True
+    for key in ("k", "kind"):
+        if key in settings and getattr(project, key) != settings[key]:
+            raise LabelerError(f"project '{name}' exists with {key}={getattr(project, key)!r}, not {settings[key]!r}",
+                               status=409, field=key)
+    return project, False
 
 
 def find_project(session: Session, name: str) -> Project:
@@ -91,6 +112,16 @@ def count_project(session: Session, project: Project) -> dict:
     }
 
 
+def annotations_by_annotator(session: Session, project: Project) -> dict[str, int]:
+    """{username: annotations in this project}, for everyone who labelled at least one task."""
+    rows = session.execute(
+        select(User.username, func.count(Annotation.id))
+        .join(Annotation, Annotation.user_id == User.id).join(Task, Task.id == Annotation.task_id)
+        .where(Task.project_id == project.id).group_by(User.username).order_by(User.username)
+    ).all()
+    return {name: int(n) for name, n in rows}
+
+
 def project_json(project: Project) -> dict:
     return {
         "id": project.id,
@@ -102,5 +133,6 @@ def project_json(project: Project) -> dict:
         "lease_seconds": project.lease_seconds,
         "allow_edit": project.allow_edit,
         "ask_rationale": project.ask_rationale,
+        "kind": project.kind,
         "created_at": project.created_at.isoformat() + "Z" if project.created_at else None,
     }
