@@ -16,6 +16,8 @@ When prompt rows carry `constraints` (rlhf/data/prompts.jsonl, rlhf.constraints)
   pass_rate_prompt       share of prompts whose response meets all of its constraints
   pass_rate_instruction  share of all constraints met
   pass_rate_by_type      {constraint type: share met}
+Every figure has a bootstrap 95% interval over prompts (`<figure>_ci`: [low, high]); pass_rate_prompt_delta is
+the policy's pass rate minus the reference's, with a paired interval (both resampled on the same prompts).
 
 Pass rates want deterministic (greedy, `temperature: 0`) responses, the KL estimate wants temperature-1
 samples. With `kl_prompts: N` and a temperature or top_p other than 1, the KL comes from a separate
@@ -142,6 +144,27 @@ def constraint_pass_rates(rows: list[dict[str, Any]], responses: list[str]) -> d
         "constrained_prompts": prompts,
         "constraints": total,
     }
+
+
+def interval_figures(recs: list[dict[str, Any]], reference_recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Bootstrap 95% intervals over prompts (labeler.stats) for one policy's figures; paired with the
+    reference where two policies answered the same prompts: `pass_rate_prompt_delta` is this policy's
+    prompt-level pass rate minus the reference's, and its interval resamples prompts for both at once."""
+    from labeler.stats import bootstrap_ci, paired_bootstrap_ci
+
+    rewards = [r["reward"] for r in recs]
+    points = [1.0 if r["reward"] > q["reward"] else 0.5 if r["reward"] == q["reward"] else 0.0
+              for r, q in zip(recs, reference_recs)]
+    out: dict[str, Any] = {"mean_reward_ci": bootstrap_ci(rewards), "win_rate_ci": bootstrap_ci(points)}
+    met = [r["constraints_met"] for r in recs if r.get("constraints_met")]
+    if met:
+        out["pass_rate_prompt_ci"] = bootstrap_ci([float(all(m)) for m in met])
+        out["pass_rate_instruction_ci"] = bootstrap_ci(met, lambda ms: sum(map(sum, ms)) / sum(map(len, ms)))
+        ref_met = [r["constraints_met"] for r in reference_recs if r.get("constraints_met")]
+        new, old = [float(all(m)) for m in met], [float(all(m)) for m in ref_met]
+        out["pass_rate_prompt_delta"] = sum(new) / len(new) - sum(old) / len(old)
+        out["pass_rate_prompt_delta_ci"] = paired_bootstrap_ci(new, old)
+    return out
 
 
 def kl_method(args: EvalArguments) -> str:
@@ -304,6 +327,7 @@ def evaluate_policies(policies: list[tuple[str, str]], reference: str, reward_mo
             "responses": len(recs),
         }
         figures[name].update(constraint_pass_rates(rows, [r["response"] for r in recs]))
+        figures[name].update(interval_figures(recs, records[reference]))
         if extra_metrics is not None:
             figures[name].update(extra_metrics(rows, recs))
     return figures, [r for name, _ in policies for r in records[name]]
@@ -415,7 +439,8 @@ def run_eval(args: EvalArguments, rows: list[dict[str, Any]] | None = None, conf
                                 "max_new_tokens": args.kl_max_new_tokens or args.max_new_tokens, "seed": args.seed}
     write_summary(out, summary)
     for name, f in figures.items():
-        passed = f"  pass {f['pass_rate_prompt']:.2f}/{f['pass_rate_instruction']:.2f}" if "pass_rate_prompt" in f else ""
+        passed = (f"  pass {f['pass_rate_prompt']:.2f} [{f['pass_rate_prompt_ci'][0]:.2f}, {f['pass_rate_prompt_ci'][1]:.2f}]"
+                  f"/{f['pass_rate_instruction']:.2f}") if "pass_rate_prompt" in f else ""
         print(f"[rlhf eval] {name:>16}: reward {f['mean_reward']:+.3f}  win {f['win_rate']:.2f}  "
               f"kl {f['kl_to_reference']:.3f}  length {f['mean_length']:.1f}{passed}")
     if method == "main_responses_biased":
@@ -426,7 +451,9 @@ def run_eval(args: EvalArguments, rows: list[dict[str, Any]] | None = None, conf
 
 def flat_figures(figures: dict[str, Any]) -> dict[str, Any]:
     """Scalars only, for metrics.jsonl: pass_rate_by_type becomes pass_rate_by_type/<type> keys."""
-    flat = {k: v for k, v in figures.items() if k not in ("path", "pass_rate_by_type")}
+    flat = {k: v for k, v in figures.items() if k not in ("path", "pass_rate_by_type") and not k.endswith("_ci")}
+    flat.update({f"{k}_low": v[0] for k, v in figures.items() if k.endswith("_ci") and v})
+    flat.update({f"{k}_high": v[1] for k, v in figures.items() if k.endswith("_ci") and v})
     flat.update({f"pass_rate_by_type/{t}": v for t, v in figures.get("pass_rate_by_type", {}).items()})
     return flat
 

@@ -2,22 +2,34 @@
 
     rlhf loop --config configs/quickstart.yaml             # what `make quickstart` runs
     rlhf loop --config configs/quickstart.yaml --rounds 2  # the round-1 policy generates round 2
+    rlhf loop --prompts_file my_prompts.jsonl --model_name_or_path my-model/ --annotators human
+    rlhf loop --prompts_file my_prompts.jsonl --model_name_or_path my-model/ --annotators human --status
 
-Each round r writes runs/<name>/round-<r>/:
-  prompts.jsonl  train prompts of this round (from the bundled instruction-following prompt set)
+Your own prompts: JSONL, Parquet or a saved `datasets` folder whose rows have `prompt` (a string, or chat
+messages, a system turn allowed); `id`, `split` (train/heldout) and `constraints` are optional. Without
+`split`, a stable hash of the prompt text holds out `heldout_fraction` of them. Duplicates are dropped and
+counted. A bad row stops the run with its file and line before anything is written. Without a config
+file every stage runs on its defaults (`rlhf <stage> --help` lists them); `--<stage>_config FILE` overrides.
+
+Each round r writes <output_dir>/round-<r>/:
+  prompts.jsonl  this round's train prompts (a seeded rotation through the train split)
   generate/      K candidates per prompt from the current policy (round 1: the base model)
   (labeler)      tasks pushed to project <name>-round-<r> in the labeler database, then labelled:
-                 annotators: simulated  - simulated annotator accounts label through the labeler's HTTP API
-                                          (with simulated_edits they also hand-fix the best candidate
-                                          where they can: rlhf/edits.py)
-                 annotators: human      - the loop stops after pushing, prints the URL; run the same command
-                                          again once the labels are in and it continues from there
-  labels/        `labeler export` of the project: preferences, SFT rows, raw annotations, content hash
-  sft/ reward/ dpo/ [rl/]   the stages, each from its config under configs/<recipe>/, chained here
-  eval/          base vs SFT vs final policy on the held-out prompts: constraint pass rates, reward-model
-                 win rate, KL, length; the reward model's accuracy on held-out preference pairs
-  export/        the round's policy as a Hugging Face folder (the last round's goes to runs/<name>/export)
-runs/<name>/summary.json and report.html hold the figures of the last round. A step whose output is
+                 annotators: simulated  - simulated accounts label through the labeler's HTTP API, ranking
+                                          by the prompts' constraints (simulated_edits: they also fix the
+                                          best candidate by hand where they can, rlhf/edits.py)
+                 annotators: human      - the loop pushes the tasks, prints how to serve the labeler and
+                                          where annotators go, and exits 0; `--status` shows progress, and
+                                          the same command again continues once the labels are in
+  labels/        the labeler's export of the project: preference pairs, SFT rows, raw annotations, hash
+  sft/ reward/ dpo/ [rl/]   the stages, each from its config, chained here
+  eval/          base (and the previous round's policy) vs SFT vs final on the held-out prompts: pass rates
+                 where prompts carry constraints, reward-model win rate, KL, length; 95% bootstrap intervals
+  (arena)        blind A/B tasks, final vs base and final vs previous, in project <name>-arena-round-<r>:
+                 people (or the simulated annotators) vote A, B, tie or both bad; win rates and
+                 Bradley-Terry scores with 95% intervals go to summary.json, report.html and the dashboard
+  export/        the round's policy as a Hugging Face folder (the last round's is copied to <output_dir>/export)
+<output_dir>/summary.json and report.html hold the figures of the last round. A step whose output is
 complete is skipped on a re-run, and a training stage resumes from its last checkpoint.
 """
 
@@ -25,8 +37,7 @@ from __future__ import annotations
 
 import json
 import random
-import secrets
-import threading
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,25 +46,42 @@ from typing import Any
 from rlhf.errors import RlhfError
 
 STAGE_KEYS = ("generate", "sft", "reward", "dpo", "rl", "eval", "export")
+POLICY_STAGES = ("sft", "reward", "dpo", "rl", "eval", "export")
 
 
 @dataclass
 class LoopArguments:
-    name: str = field(default="quickstart", metadata={"help": "Run name: outputs go to runs/<name>/ (or output_dir)."})
+    name: str = field(default="loop", metadata={"help": "Run name: labeler projects are <name>-round-<r>; default folder runs/<name>."})
     output_dir: str | None = field(default=None, metadata={"help": "Run folder; default runs/<name>."})
     model_name_or_path: str = field(
-        default="smollm2-135m-instruct", metadata={"help": "The base policy: a model folder or smollm2-135m-instruct."}
+        default="smollm2-135m-instruct", metadata={"help": "The base policy: a local model folder, or the embedded "
+                                                           "smollm2-135m-instruct (default)."}
     )
     rounds: int = field(default=1, metadata={"help": "Rounds of generate -> label -> train; round r+1 samples from round r's policy."})
     prompts_file: str | None = field(
-        default=None, metadata={"help": "Prompt set with `split` (train/heldout) and `constraints`; default: the bundled set."}
+        default=None, metadata={"help": "Your prompts: JSONL, Parquet or a datasets folder with a `prompt` column "
+                                        "(`id`, `split`, `constraints` optional); default: the bundled "
+                                        "instruction-following set."}
     )
-    train_prompts: int = field(default=160, metadata={"help": "Train prompts per round (rotating through the train split)."})
-    heldout_prompts: int = field(default=0, metadata={"help": "Held-out prompts for eval; 0 = all of them."})
+    heldout_fraction: float = field(
+        default=0.1, metadata={"help": "Rows without `split`: this share is held out for eval and the arena, drawn "
+                                       "from a hash of the prompt text (the same prompts on every run)."}
+    )
+    train_prompts: int = field(default=160, metadata={"help": "Train prompts per round (rotating through the train split); 0 = all."})
+    heldout_prompts: int = field(default=0, metadata={"help": "Held-out prompts for eval and the arena; 0 = all of them."})
     k: int = field(default=4, metadata={"help": "Candidates per prompt (the labeler project's K)."})
     annotators: str = field(
-        default="simulated", metadata={"help": "simulated (accounts label through the API) or human (stop and wait).",
+        default="simulated", metadata={"help": "simulated: accounts label through the labeler's API by the prompts' "
+                                               "constraints; human: push the tasks, print where people label, exit.",
                                        "choices": ["simulated", "human"]}
+    )
+    min_labelled_tasks: int = field(
+        default=0, metadata={"help": "annotators human: continue once this many tasks reached the overlap "
+                                     "(0 = every task of the round)."}
+    )
+    status: bool = field(
+        default=False, metadata={"help": "Print each round's labelling progress (per annotator), the arena's votes "
+                                         "and the stages done, then exit; changes nothing."}
     )
     simulated_annotators: int = field(default=1, metadata={"help": "Number of simulated annotator accounts."})
     overlap: int = field(default=1, metadata={"help": "Annotators per task (the labeler project's overlap)."})
@@ -72,15 +100,19 @@ class LoopArguments:
         default="dpo", metadata={"help": "Policy optimisation after SFT: dpo, rl (GRPO/RLOO on the reward model), or dpo+rl.",
                                  "choices": ["dpo", "rl", "dpo+rl"]}
     )
+    arena: bool = field(
+        default=True, metadata={"help": "After each round, push blind A/B tasks (final vs base, final vs the previous "
+                                        "round's policy) on the held-out prompts to project <name>-arena-round-<r>."}
+    )
     database: str | None = field(default=None, metadata={"help": "Labeler database URL; default sqlite:///<run folder>/labels.db."})
     labeler_url: str = field(default="http://127.0.0.1:5000", metadata={"help": "Where people reach the labeler (annotators: human)."})
-    generate_config: str | None = field(default=None, metadata={"help": "Stage config for generate (YAML)."})
-    sft_config: str | None = field(default=None, metadata={"help": "Stage config for sft (YAML)."})
-    reward_config: str | None = field(default=None, metadata={"help": "Stage config for reward (YAML)."})
-    dpo_config: str | None = field(default=None, metadata={"help": "Stage config for dpo (YAML)."})
-    rl_config: str | None = field(default=None, metadata={"help": "Stage config for rl (YAML)."})
-    eval_config: str | None = field(default=None, metadata={"help": "Stage config for eval (YAML)."})
-    export_config: str | None = field(default=None, metadata={"help": "Stage config for export (YAML)."})
+    generate_config: str | None = field(default=None, metadata={"help": "Stage config for generate (YAML); default: the stage's defaults."})
+    sft_config: str | None = field(default=None, metadata={"help": "Stage config for sft (YAML); default: the stage's defaults."})
+    reward_config: str | None = field(default=None, metadata={"help": "Stage config for reward (YAML); default: the stage's defaults."})
+    dpo_config: str | None = field(default=None, metadata={"help": "Stage config for dpo (YAML); default: the stage's defaults."})
+    rl_config: str | None = field(default=None, metadata={"help": "Stage config for rl (YAML); default: the stage's defaults."})
+    eval_config: str | None = field(default=None, metadata={"help": "Stage config for eval (YAML); default: the stage's defaults."})
+    export_config: str | None = field(default=None, metadata={"help": "Stage config for export (YAML); default: the stage's defaults."})
     seed: int = field(default=0, metadata={"help": "Seed for prompt rotation, sampling and simulated annotators."})
 
 
@@ -130,143 +162,66 @@ def round_prompts(train: list[dict], n: int, round_no: int, seed: int) -> list[d
     return [train[order[(start + i) % len(train)]] for i in range(n)]
 
 
-# --- the labeler side: plain-Python functions on the database, HTTP for the simulated annotators -------------
+def label_project(args: LoopArguments, round_no: int) -> str:
+    return f"{args.name}-round-{round_no}"
 
 
-def open_labeler(url: str):
-    from labeler.db import Database, upgrade_database
-
-    upgrade_database(url)
-    return Database(url)
+def arena_project(args: LoopArguments, round_no: int) -> str:
+    return f"{args.name}-arena-round-{round_no}"
 
 
-def push_tasks(db, project_name: str, tasks: list[dict], k: int, overlap: int) -> dict:
-    from labeler.importer import import_tasks, validate_task
-    from labeler.models import Project
-    from labeler.projects import create_project
-    from sqlalchemy import select
-
-    checked = [validate_task(t, f"task {i}", k) for i, t in enumerate(tasks)]
-    with db.write() as session:
-        project = session.scalar(select(Project).where(Project.name == project_name))
-        if project is None:
-            guidelines = ("Rank the responses by how well they follow every instruction in the prompt "
-                          "(format, length, wording); break ties by helpfulness.")
-            project = create_project(session, project_name, k=k, overlap=overlap, guidelines=guidelines)
-        return import_tasks(session, project, checked, source="rlhf loop")
+# --- the steps of a round -----------------------------------------------------------------------------------
 
 
-def labelling_progress(db, project_name: str) -> dict:
-    from labeler.projects import count_project, find_project
-
-    with db.read() as session:
-        return count_project(session, find_project(session, project_name))
+def labels_ready(progress: dict[str, Any], args: LoopArguments) -> bool:
+    needed = args.min_labelled_tasks or progress["tasks"]
+    return progress["tasks_complete"] >= min(needed, progress["tasks"])
 
 
-def simulated_tokens(db, count: int) -> list[str]:
-    """Fresh API tokens for simulated annotator accounts sim-annotator-1..count (created once, flagged simulated)."""
-    from labeler.accounts import create_token, create_user
-    from labeler.models import User
-    from sqlalchemy import select
-
-    tokens = []
-    with db.write() as session:
-        for i in range(1, count + 1):
-            name = f"sim-annotator-{i}"
-            user = session.scalar(select(User).where(User.username == name))
-            if user is None:
-                user = create_user(session, name, secrets.token_urlsafe(16), role="annotator", simulated=True)
-            tokens.append(create_token(session, user, name="rlhf loop"))
-    return tokens
+def ask_people(args: LoopArguments, project: str, progress: dict[str, Any], database_url: str, what: str) -> None:
+    needed = args.min_labelled_tasks or progress["tasks"]
+    log(f"{what}: {progress['tasks_complete']} of {progress['tasks']} tasks labelled in project {project} "
+        f"({needed} needed to continue).\n"
+        f"  1. Serve the labeler:       labeler serve --db {database_url}\n"
+        f"  2. Add annotators (once):   labeler users add NAME --db {database_url}\n"
+        f"  3. Annotators label at:     {args.labeler_url}/projects/{project}/annotate\n"
+        f"  Progress:                   the same `rlhf loop` command with --status\n"
+        f"  Then run the same `rlhf loop` command again: it continues from here.")
 
 
-class LabelerServer:
-    """The labeler app on a free loopback port in a background thread, for the simulated annotators."""
+def push_arena(args: LoopArguments, round_no: int, evaluation: Path, db, database_url: str) -> str:
+    """Blind A/B tasks from the eval's held-out responses: final vs base, and final vs the previous policy."""
+    from labeler.arena import GUIDELINES, arena_tasks
 
-    def __init__(self, database_url: str):
-        from werkzeug.serving import make_server
+    from rlhf.label import label_simulated, push_tasks
 
-        from labeler.app import create_app
-
-        app = create_app({"DATABASE_URL": database_url, "SECRET_KEY": secrets.token_hex(32)})
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.thread.join(timeout=10)
-
-
-def label_simulated(db, database_url: str, project_name: str, args: LoopArguments, round_no: int) -> dict:
-    from rlhf.simulate import run_simulation
-
-    tokens = simulated_tokens(db, args.simulated_annotators)
-    with LabelerServer(database_url) as server:
-        log(f"label: {len(tokens)} simulated annotator(s) labelling {project_name} through {server.url}/api/v1")
-        return run_simulation(server.url, project_name, tokens, error_rate=args.error_rate, seed=args.seed + round_no,
-                              edit=args.simulated_edits)
-
-
-# --- active selection ---------------------------------------------------------------------------------------
-
-
-def least_certain(pairs: list[tuple], scores: dict, n: int) -> list[tuple]:
-    """The n pairs (a, b) with the smallest reward gap |scores[a] - scores[b]|; equal gaps keep list order.
-
-    The reward model is least sure which of the two is better exactly where it scores them alike.
-    """
-    ranked = sorted(range(len(pairs)), key=lambda k: (abs(scores[pairs[k][0]] - scores[pairs[k][1]]), k))
-    return [pairs[k] for k in ranked[: max(0, n)]]
-
-
-def select_pairs(tasks: list[dict], mode: str, budget: int, reward_model: str | None, seed: int) -> list[dict]:
-    """Turn K-candidate tasks into 2-candidate tasks: the least certain pair per prompt by the reward model
-    (|r_i - r_j| smallest), or a random pair; then keep the `budget` most uncertain (or random) ones."""
-    rng = random.Random(seed)
-    scored: list[tuple[float, dict]] = []
-    if mode == "uncertain":
-        from rlhf.reward import load_reward_model, score_texts
-
-        model, tokenizer = load_reward_model(reward_model)
-        flat_prompts = [t["prompt"] for t in tasks for _ in t["responses"]]
-        flat_texts = [r["text"] for t in tasks for r in t["responses"]]
-        scores = score_texts(model, tokenizer, flat_prompts, flat_texts)
-        at = 0
-        for task in tasks:
-            s = scores[at : at + len(task["responses"])]
-            at += len(task["responses"])
-            (i, j), = least_certain([(i, j) for i in range(len(s)) for j in range(i + 1, len(s))], s, 1)
-            gap = abs(s[i] - s[j])
-            pair = dict(task, responses=[task["responses"][i], task["responses"][j]],
-                        meta=dict(task.get("meta", {}), selection={"mode": mode, "reward_gap": gap}))
-            scored.append((gap, pair))
-        scored.sort(key=lambda x: x[0])
+    by_policy: dict[str, list[dict]] = {}
+    for rec in read_jsonl(evaluation / "responses.jsonl"):
+        by_policy.setdefault(rec["policy"], []).append(rec)
+    pairs = [("final", "base")] + ([("final", "previous")] if "previous" in by_policy else [])
+    final = by_policy["final"]
+    tasks = arena_tasks([r["prompt"] for r in final],
+                        {name: [r["response"] for r in recs] for name, recs in by_policy.items()}, pairs,
+                        metas=[r["meta"] for r in final])
+    project = arena_project(args, round_no)
+    pushed = push_tasks(db, project, tasks, k=2, overlap=args.overlap, kind="arena", guidelines=GUIDELINES,
+                        allow_edit=False)
+    log(f"arena: project {project}: {pushed['created']} blind A/B task(s) ({', '.join(f'{a} vs {b}' for a, b in pairs)})")
+    if args.annotators == "simulated":
+        label_simulated(db, database_url, project, args.simulated_annotators, args.error_rate,
+                        seed=args.seed + 1000 + round_no, edit=False, log=log)
     else:
-        for task in tasks:
-            i, j = rng.sample(range(len(task["responses"])), 2)
-            pair = dict(task, responses=[task["responses"][i], task["responses"][j]],
-                        meta=dict(task.get("meta", {}), selection={"mode": mode}))
-            scored.append((rng.random(), pair))
-        scored.sort(key=lambda x: x[0])
-    keep = budget if budget > 0 else len(scored)
-    return [pair for _, pair in scored[:keep]]
-
-
-# --- one round ----------------------------------------------------------------------------------------------
-
-
-def eval_figures(eval_dir: Path) -> dict[str, Any]:
-    summary = json.loads((eval_dir / "summary.json").read_text())
-    return summary
+        log(f"arena: annotators vote at {args.labeler_url}/projects/{project}/annotate "
+            f"(the report and summary.json pick up the votes on the next `rlhf loop` run)")
+    return project
 
 
 def run_round(args: LoopArguments, out: Path, round_no: int, policy: str, base: str, train: list[dict],
               heldout_file: Path, db, database_url: str, previous_reward: str | None) -> dict[str, Any] | None:
+    """One round as its list of steps; None while the round waits for people's labels."""
+    from rlhf.label import export_labels, label_simulated, labelling_progress, push_tasks
+    from rlhf.selection import select_pairs
+
     rdir = out / f"round-{round_no}"
     rdir.mkdir(parents=True, exist_ok=True)
     prompts_file = rdir / "prompts.jsonl"
@@ -274,50 +229,45 @@ def run_round(args: LoopArguments, out: Path, round_no: int, policy: str, base: 
         write_jsonl(prompts_file, round_prompts(train, args.train_prompts, round_no, args.seed))
     log(f"round {round_no}: policy {policy}")
 
+    # 1. generate: K candidates per train prompt from the current policy
     gen = run_stage("generate", args.generate_config, {
         "model_name_or_path": policy, "prompts_file": str(prompts_file), "output_dir": str(rdir / "generate"),
         "k": args.k, "seed": args.seed + round_no})
-    tasks = read_jsonl(gen / "tasks.jsonl")
-    k = args.k
+    tasks, k = read_jsonl(gen / "tasks.jsonl"), args.k
+    # 2. select (optional): only the pairs the previous reward model is least sure of
     if args.selection != "all":
-        mode = args.selection if (args.selection == "random" or previous_reward) else "all"
-        if mode == "all":
+        if args.selection == "uncertain" and not previous_reward:
             log("select: no reward model yet in round 1, so every candidate goes to the annotators")
         else:
-            tasks = select_pairs(tasks, mode, args.selection_budget, previous_reward, args.seed + round_no)
-            k = 2
-            log(f"select: {len(tasks)} pairs chosen ({mode})")
+            tasks, k = select_pairs(tasks, args.selection, args.selection_budget, previous_reward, args.seed + round_no), 2
+            log(f"select: {len(tasks)} pairs chosen ({args.selection})")
 
-    project = f"{args.name}-round-{round_no}"
+    # 3. push to the labeler, 4. label (simulated accounts, or wait for people)
+    project = label_project(args, round_no)
     pushed = push_tasks(db, project, tasks, k, args.overlap)
     log(f"push: project {project}: {pushed['created']} new task(s), {pushed['skipped']} already there")
-
     progress = labelling_progress(db, project)
-    if progress["tasks_complete"] < progress["tasks"]:
+    if not labels_ready(progress, args):
         if args.annotators == "human":
-            log(f"label: {progress['tasks_complete']} of {progress['tasks']} tasks are labelled.\n"
-                f"  Serve the labeler:   labeler serve --db {database_url}\n"
-                f"  Annotators work at:  {args.labeler_url}/projects/{project}/annotate\n"
-                f"  Then run the same `rlhf loop` command again: it continues from here.")
+            ask_people(args, project, progress, database_url, "label")
             return None
-        label_simulated(db, database_url, project, args, round_no)
+        label_simulated(db, database_url, project, args.simulated_annotators, args.error_rate,
+                        seed=args.seed + round_no, edit=args.simulated_edits, log=log)
         progress = labelling_progress(db, project)
-    log(f"label: {progress}")
+    log(f"label: {progress['tasks_complete']} of {progress['tasks']} tasks complete; {progress['by_annotator']}")
 
+    # 5. the labels: preference pairs and SFT rows, with their content hash
     labels = rdir / "labels"
-    if not (labels / "export.json").is_file():
-        from labeler.export import export_project
-
-        export_project(db, project, labels, test_fraction=args.test_fraction)
-    export_meta = json.loads((labels / "export.json").read_text())
+    export_meta = export_labels(db, project, labels, args.test_fraction)
     counts = export_meta.get("counts", {})
-    log(f"export: labels {export_meta['content_hash'][:12]}: pairs {counts.get('pairs')}, sft rows {counts.get('sft')}")
+    log(f"labels: {export_meta['content_hash'][:12]}: pairs {counts.get('pairs')}, sft rows {counts.get('sft')}")
     if not counts.get("pairs", {}).get("train") or not counts.get("sft", {}).get("train"):
         raise RlhfError(f"round {round_no}: the labels of project {project} gave no training pairs or SFT rows "
                         f"({counts}); every candidate tied: raise k, or use prompts whose answers differ")
     # Held-out pairs come from the labels' test split; a tiny run may have none, then the reward stage splits its own.
     heldout_pairs = str(labels / "preferences" / "test") if counts["pairs"].get("test") else None
 
+    # 6. sft, 7. reward, 8. policy optimisation
     sft = run_stage("sft", args.sft_config, {
         "model_name_or_path": policy, "train_file": str(labels / "sft" / "train"), "output_dir": str(rdir / "sft")})
     reward = run_stage("reward", args.reward_config, {
@@ -333,57 +283,91 @@ def run_round(args: LoopArguments, out: Path, round_no: int, policy: str, base: 
             "model_name_or_path": str(final), "reward_model_path": str(reward), "prompts_file": str(prompts_file),
             "output_dir": str(rdir / "rl")})
 
+    # 9. eval on the held-out prompts, 10. the blind arena, 11. export
+    policies, names = [base, str(sft), str(final)], ["base", "sft", "final"]
+    if policy != base:
+        policies.insert(1, policy)
+        names.insert(1, "previous")
     evaluation = run_stage("eval", args.eval_config, {
-        "policies": [base, str(sft), str(final)], "policy_names": ["base", "sft", "final"], "reference": "base",
+        "policies": policies, "policy_names": names, "reference": "base",
         "reward_model_path": str(reward), "prompts_file": str(heldout_file), "output_dir": str(rdir / "eval")})
-    export_dir = out / "export" if round_no == args.rounds else rdir / "export"
-    run_stage("export", args.export_config, {
-        "model_name_or_path": str(final), "output_dir": str(export_dir), "eval_dir": str(evaluation)})
+    arena = push_arena(args, round_no, evaluation, db, database_url) if args.arena else None
+    export_dir = run_stage("export", args.export_config, {
+        "model_name_or_path": str(final), "output_dir": str(rdir / "export"), "eval_dir": str(evaluation)})
 
-    figures = eval_figures(evaluation)
     reward_summary = json.loads((reward / "summary.json").read_text())
     return {
         "round": round_no,
         "policy": policy,
         "project": project,
+        "arena_project": arena,
         "labels_export": {"id": export_meta.get("id"), "content_hash": export_meta.get("content_hash"),
                           "counts": export_meta.get("counts"), "path": str(labels)},
         "stages": {s: str(rdir / s) for s in STAGE_KEYS if (rdir / s).is_dir()},
         "export": str(export_dir),
         "reward_accuracy": reward_summary["heldout_accuracy"],
+        "reward_accuracy_ci": reward_summary.get("heldout_accuracy_ci"),
         "reward_accuracy_by_source": reward_summary.get("heldout_accuracy_by_source"),
-        "eval": figures,
+        "eval": json.loads((evaluation / "summary.json").read_text()),
     }
 
 
-def pass_rates(eval_summary: dict[str, Any]) -> dict[str, float | None]:
+# --- the run ------------------------------------------------------------------------------------------------
+
+
+def pass_rates(eval_summary: dict[str, Any], key: str = "pass_rate_prompt") -> dict[str, Any]:
     policies = eval_summary.get("policies", {})
-    return {name: (policies.get(name) or {}).get("pass_rate_prompt") for name in ("base", "sft", "final")}
+    return {name: (policies.get(name) or {}).get(key) for name in ("base", "sft", "final")}
+
+
+def check_args(args: LoopArguments) -> None:
+    if args.rounds < 1:
+        raise RlhfError("rounds must be at least 1")
+    if args.k < 2:
+        raise RlhfError(f"k must be at least 2 (candidates to compare), got {args.k}")
+    if args.min_labelled_tasks < 0:
+        raise RlhfError(f"min_labelled_tasks must be 0 (every task) or more, got {args.min_labelled_tasks}")
+    for stage in STAGE_KEYS:
+        path = getattr(args, f"{stage}_config")
+        if path and not Path(path).is_file():
+            raise RlhfError(f"{stage}_config: config file not found: {path}")
+
+
+def publish_export(round_export: Path, target: Path) -> None:
+    """Copy the last round's export to <output_dir>/export (whole, or not at all)."""
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(round_export, tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
 
 
 def main(argv: list[str] | None = None) -> int:
     from rlhf.config import parse_stage_args, resolved_config
     from rlhf.models import resolve_model_path
-    from rlhf.prompt_set import load_prompt_set
+    from rlhf.prompts import load_loop_prompts
 
     args, config_path = parse_stage_args("loop", (LoopArguments,), argv, description=__doc__)
-    if args.rounds < 1:
-        raise RlhfError("rounds must be at least 1")
-    for stage in STAGE_KEYS:
-        path = getattr(args, f"{stage}_config")
-        if path and not Path(path).is_file():
-            raise RlhfError(f"{stage}_config: config file not found: {path}")
-    base = resolve_model_path(args.model_name_or_path)
-    train = load_prompt_set("train", path=args.prompts_file)
-    heldout = load_prompt_set("heldout", path=args.prompts_file)
-    if not train or not heldout:
-        raise RlhfError(f"{args.prompts_file or 'the bundled prompt set'}: needs rows with split 'train' and 'heldout'")
-    if args.heldout_prompts:
-        heldout = heldout[: args.heldout_prompts]
-
     out = Path(args.output_dir or f"runs/{args.name}")
+    if args.status:
+        return print_status(args, out)
+    # Everything is checked before the run folder is made: a bad row leaves nothing behind.
+    check_args(args)
+    prompts = load_loop_prompts(args.prompts_file, args.heldout_fraction)
+    if args.annotators == "simulated" and not prompts.constrained:
+        raise RlhfError(f"{prompts.source}: annotators 'simulated' rank by each prompt's `constraints`, and some rows "
+                        f"have none: use --annotators human (people in the browser), or prompts with constraints")
+    base = resolve_model_path(args.model_name_or_path)
+    heldout = prompts.heldout[: args.heldout_prompts] if args.heldout_prompts else prompts.heldout
+    log(f"prompts: {prompts.source}: {len(prompts.train)} train, {len(prompts.heldout)} held out"
+        f"{f' ({prompts.hashed_split} split by hash)' if prompts.hashed_split else ''}"
+        f"{f', {prompts.duplicates} duplicate(s) dropped' if prompts.duplicates else ''}")
+
+    from rlhf.label import open_labeler
+
     out.mkdir(parents=True, exist_ok=True)
     (out / "loop.yaml").write_text(json.dumps(resolved_config(args), indent=2))
+    (out / "prompts.json").write_text(json.dumps(prompts.describe(), indent=2))
     heldout_file = out / "heldout.jsonl"
     write_jsonl(heldout_file, heldout)
     database_url = args.database or f"sqlite:///{(out / 'labels.db').resolve()}"
@@ -392,68 +376,138 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     state_file = out / "loop.json"
     state = json.loads(state_file.read_text()) if state_file.is_file() else {"rounds": [], "seconds": 0.0}
+    state["database"] = database_url
     done = {r["round"]: r for r in state["rounds"]}
     policy = base
     for round_no in range(1, args.rounds + 1):
         if round_no in done:
             policy = done[round_no]["export"]
             continue
-        result = run_round(args, out, round_no, policy, base, train, heldout_file, db, database_url,
+        result = run_round(args, out, round_no, policy, base, prompts.train, heldout_file, db, database_url,
                            previous_reward=(done.get(round_no - 1) or {}).get("stages", {}).get("reward"))
-        if result is None:  # waiting for human labels
-            state["seconds"] += time.time() - started
+        state["seconds"] += time.time() - started
+        started = time.time()
+        if result is None:  # waiting for people's labels
             state_file.write_text(json.dumps(state, indent=2))
             return 0
         done[round_no] = result
         state["rounds"] = [done[r] for r in sorted(done)]
-        state["seconds"] += time.time() - started
-        started = time.time()
         state_file.write_text(json.dumps(state, indent=2))
         policy = result["export"]
 
     last = state["rounds"][-1]
-    summary = {
-        "heldout_pass_rate": pass_rates(last["eval"]),
-        "reward_accuracy": last["reward_accuracy"],
-        "reward_accuracy_by_source": last.get("reward_accuracy_by_source"),
-        "seconds": round(state["seconds"], 1),
-        "rounds": state["rounds"],
-        "export": last["export"],
-        "labels_database": database_url,
-    }
+    if Path(last["export"]).resolve() != (out / "export").resolve():
+        publish_export(Path(last["export"]), out / "export")
+    summary = run_summary(state, db, database_url, prompts.describe(), out)
+    from rlhf.report import build_report
     from rlhf.runs import write_summary
 
     write_summary(out, summary)
-    try:
-        from rlhf.report import build_report
-
-        report = build_report(out)
-    except ImportError:
-        report = None
+    report = build_report(out)
     print_table(summary, report)
     return 0
 
 
+def run_summary(state: dict[str, Any], db, database_url: str, prompts: dict[str, Any], out: Path) -> dict[str, Any]:
+    """summary.json of the run: the last round's figures, each with its 95% interval, and the arena's votes so far."""
+    from rlhf.label import arena_summary
+
+    last = state["rounds"][-1]
+    summary = {
+        "heldout_pass_rate": pass_rates(last["eval"]),
+        "heldout_pass_rate_ci": pass_rates(last["eval"], "pass_rate_prompt_ci"),
+        "reward_accuracy": last["reward_accuracy"],
+        "reward_accuracy_ci": last.get("reward_accuracy_ci"),
+        "reward_accuracy_by_source": last.get("reward_accuracy_by_source"),
+        "seconds": round(state["seconds"], 1),
+        "prompts": prompts,
+        "rounds": state["rounds"],
+        "export": str(out / "export"),
+        "labels_database": database_url,
+    }
+    if last.get("arena_project"):
+        arena = arena_summary(db, last["arena_project"]) or {"votes": 0, "pairs": {}, "bradley_terry": {}}
+        summary["arena"] = {"project": last["arena_project"], "votes": arena["votes"], **arena["pairs"],
+                            "bradley_terry": arena["bradley_terry"], "method": arena.get("method")}
+    return summary
+
+
+def print_status(args: LoopArguments, out: Path) -> int:
+    """Per round: the label project's progress and each annotator's count, the arena's votes, the stages done."""
+    from labeler.db import Database
+
+    from rlhf.label import arena_summary, labelling_progress
+
+    state_file = out / "loop.json"
+    if not state_file.is_file():
+        raise RlhfError(f"{out}: no loop run here yet (no loop.json): start it without --status")
+    state = json.loads(state_file.read_text())
+    database_url = args.database or state.get("database") or f"sqlite:///{(out / 'labels.db').resolve()}"
+    db = Database(database_url)
+    print(f"run {out}  (labels: {database_url})")
+    try:
+        for round_no in range(1, args.rounds + 1):
+            rdir = out / f"round-{round_no}"
+            progress = labelling_progress(db, label_project(args, round_no))
+            if progress is None and not rdir.is_dir():
+                print(f"round {round_no}: not started")
+                continue
+            stages = [s for s in STAGE_KEYS if (rdir / s / "summary.json").is_file()]
+            print(f"round {round_no}: stages done: {', '.join(stages) or 'none'}")
+            if progress is not None:
+                needed = args.min_labelled_tasks or progress["tasks"]
+                print(f"  labels  {label_project(args, round_no)}: {progress['tasks_complete']} of {progress['tasks']} "
+                      f"tasks labelled ({needed} needed to continue); annotations {progress['annotations']} of "
+                      f"{progress['annotations_needed']}; leases in flight {progress['leases_in_flight']}")
+                for user, n in progress["by_annotator"].items():
+                    print(f"    {user:<24} {n:>5}")
+            arena = labelling_progress(db, arena_project(args, round_no))
+            if arena is not None:
+                print(f"  arena   {arena_project(args, round_no)}: {arena['tasks_complete']} of {arena['tasks']} tasks voted")
+                for key, pair in (arena_summary(db, arena_project(args, round_no)) or {}).get("pairs", {}).items():
+                    print(f"    {key:<24} win rate {pair['win_rate']:.3f} [{pair['win_rate_ci'][0]:.3f}, "
+                          f"{pair['win_rate_ci'][1]:.3f}] ({pair['votes']} votes)")
+    finally:
+        db.dispose()
+    return 0
+
+
+def fmt_ci(value: Any, ci: Any, spec: str = ".3f") -> str:
+    if not isinstance(value, (int, float)):
+        return "-"
+    return f"{value:{spec}} [{ci[0]:{spec}}, {ci[1]:{spec}}]" if ci else f"{value:{spec}}"
+
+
 def print_table(summary: dict[str, Any], report) -> None:
-    rates = summary["heldout_pass_rate"]
+    from rlhf.reward import describe_by_source, format_ci
+
     policies = summary["rounds"][-1]["eval"].get("policies", {})
     print()
-    print(f"{'policy':<8} {'pass (prompt)':>14} {'pass (instr.)':>14} {'win vs base':>12} {'KL to base':>11} {'length':>7}")
-    for name in ("base", "sft", "final"):
-        p = policies.get(name, {})
-
-        def fmt(key, spec=".3f"):
-            v = p.get(key)
-            return format(v, spec) if isinstance(v, (int, float)) else "-"
-
-        print(f"{name:<8} {fmt('pass_rate_prompt'):>14} {fmt('pass_rate_instruction'):>14} {fmt('win_rate'):>12} "
-              f"{fmt('kl_to_reference'):>11} {fmt('mean_length', '.1f'):>7}")
+    print(f"{'policy':<9} {'pass (prompt) [95% CI]':>24} {'pass (instr.)':>14} {'win vs base [95% CI]':>24} "
+          f"{'KL to base':>11} {'length':>7}")
+    for name in policies:
+        p = policies[name]
+        kl = p.get("kl_to_reference")
+        print(f"{name:<9} {fmt_ci(p.get('pass_rate_prompt'), p.get('pass_rate_prompt_ci')):>24} "
+              f"{fmt_ci(p.get('pass_rate_instruction'), None):>14} {fmt_ci(p.get('win_rate'), p.get('win_rate_ci')):>24} "
+              f"{fmt_ci(kl, None):>11} {fmt_ci(p.get('mean_length'), None, '.1f'):>7}")
+    print(f"({summary['rounds'][-1]['eval'].get('prompts')} held-out prompts; win rate: the reward model's judgement)")
     acc = summary["reward_accuracy"]
-    from rlhf.reward import describe_by_source
-
-    by_source = describe_by_source(summary.get("reward_accuracy_by_source"))
-    print(f"\nreward model held-out pair accuracy: {acc:.3f}{by_source}" if isinstance(acc, (int, float)) else "")
-    if all(isinstance(rates.get(k), (int, float)) for k in ("base", "final")):
-        print(f"held-out prompt-level pass rate: base {rates['base']:.3f} -> final {rates['final']:.3f} "
-              f"({100 * (rates['final'] - rates['base']):+.1f} points)")
+    if isinstance(acc, (int, float)):
+        print(f"\nreward model held-out pair accuracy: {acc:.3f}{format_ci(summary.get('reward_accuracy_ci'))}"
+              f"{describe_by_source(summary.get('reward_accuracy_by_source'))}")
+    final = policies.get("final", {})
+    if isinstance(final.get("pass_rate_prompt_delta"), (int, float)):
+        print(f"held-out prompt-level pass rate: base {policies['base']['pass_rate_prompt']:.3f} -> final "
+              f"{final['pass_rate_prompt']:.3f} ({100 * final['pass_rate_prompt_delta']:+.1f} points, paired 95% CI "
+              f"[{100 * final['pass_rate_prompt_delta_ci'][0]:+.1f}, {100 * final['pass_rate_prompt_delta_ci'][1]:+.1f}])")
+    arena = summary.get("arena")
+    if arena:
+        for key, pair in arena.items():
+            if isinstance(pair, dict) and "win_rate" in pair:
+                print(f"arena {key}: win rate {fmt_ci(pair['win_rate'], pair['win_rate_ci'])} over {pair['votes']} "
+                      f"votes ({pair['wins']} wins, {pair['losses']} losses, {pair['ties']} ties, "
+                      f"{pair['both_bad']} both bad)")
+        if not arena["votes"]:
+            print(f"arena: no votes yet in project {arena['project']}")
     print(f"seconds: {summary['seconds']:.0f}   export: {summary['export']}   report: {report or '-'}")

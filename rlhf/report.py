@@ -102,6 +102,13 @@ def fmt(value: Any, kind: str = "num") -> str:
     return str(value)
 
 
+def fmt_ci(value: Any, ci: Any, kind: str = "num") -> str:
+    """A figure and its 95% interval in one cell: "34.8% [25.0%, 44.6%]"; the figure alone when there is none."""
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(x, (int, float)) for x in ci):
+        return f"{fmt(value, kind)} [{fmt(ci[0], kind)}, {fmt(ci[1], kind)}]"
+    return fmt(value, kind)
+
+
 def render_table(header: list[str], rows: list[list[str]], text_columns: tuple[int, ...] = ()) -> str:
     """Cells arrive as plain text and are escaped here; text_columns get the left-aligned monospace style."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
@@ -129,16 +136,23 @@ def note(text: str) -> str:
 
 def render_headline(summary: dict[str, Any], eval_round: tuple[int, dict] | None, reward_accuracy: Any) -> str:
     parts = ["<h2>Headline</h2>\n"]
-    heldout = summary.get("heldout_pass_rate") or {}
+    heldout = {k: v for k, v in (summary.get("heldout_pass_rate") or {}).items() if v is not None}
+    heldout_ci = summary.get("heldout_pass_rate_ci") or {}
     if heldout:
         names = list(heldout)
-        parts.append("<p>Held-out prompt-level constraint pass rate (all of a prompt's constraints met):</p>\n")
-        parts.append(render_table(["policy", *names], [["pass rate", *(fmt(heldout[n], "pct") for n in names)]]))
+        parts.append("<p>Held-out prompt-level constraint pass rate (all of a prompt's constraints met), "
+                     "with its bootstrap 95% interval over prompts:</p>\n")
+        parts.append(render_table(["policy", *names],
+                                  [["pass rate", *(fmt_ci(heldout[n], heldout_ci.get(n), "pct") for n in names)]]))
         if isinstance(heldout.get("final"), (int, float)) and isinstance(heldout.get("base"), (int, float)):
             gain = 100 * (heldout["final"] - heldout["base"])
-            parts.append(f"<p>Final policy vs base: <b>{gain:+.1f} points</b>.</p>\n")
-    facts = [["reward model held-out pair accuracy", fmt(reward_accuracy, "pct")]]  # then one row per pair source
-    facts += [[f"on {src} pairs ({v.get('pairs')})", fmt(v.get("accuracy"), "pct")]
+            final = ((eval_round or (0, {}))[1].get("policies") or {}).get("final") or {}
+            ci = final.get("pass_rate_prompt_delta_ci")
+            paired = f" (paired 95% interval {100 * ci[0]:+.1f} to {100 * ci[1]:+.1f})" if ci else ""
+            parts.append(f"<p>Final policy vs base: <b>{gain:+.1f} points</b>{html.escape(paired)}.</p>\n")
+    facts = [["reward model held-out pair accuracy",  # then one row per pair source
+              fmt_ci(reward_accuracy, summary.get("reward_accuracy_ci"), "pct")]]
+    facts += [[f"on {src} pairs ({v.get('pairs')})", fmt_ci(v.get("accuracy"), v.get("ci"), "pct")]
               for src, v in (summary.get("reward_accuracy_by_source") or {}).items()]
     facts += [["rounds", fmt(len(summary.get("rounds") or []) or None)],
              ["seconds", fmt(summary.get("seconds"))]]
@@ -150,8 +164,10 @@ def render_headline(summary: dict[str, Any], eval_round: tuple[int, dict] | None
     reference = ev.get("reference", "reference")
     header = ["policy", "pass rate (prompt)", "pass rate (instruction)", "mean reward", f"win rate vs {reference}",
               f"KL to {reference}", "mean length (tokens)"]
-    rows = [[name, fmt(f.get("pass_rate_prompt"), "pct"), fmt(f.get("pass_rate_instruction"), "pct"),
-             fmt(f.get("mean_reward"), "signed"), fmt(f.get("win_rate"), "pct"), fmt(f.get("kl_to_reference")),
+    rows = [[name, fmt_ci(f.get("pass_rate_prompt"), f.get("pass_rate_prompt_ci"), "pct"),
+             fmt_ci(f.get("pass_rate_instruction"), f.get("pass_rate_instruction_ci"), "pct"),
+             fmt_ci(f.get("mean_reward"), f.get("mean_reward_ci"), "signed"),
+             fmt_ci(f.get("win_rate"), f.get("win_rate_ci"), "pct"), fmt(f.get("kl_to_reference")),
              fmt(f.get("mean_length"))]
             for name, f in (ev.get("policies") or {}).items()]
     parts.append(f"<p>Round {r} evaluation on {fmt(ev.get('prompts'))} held-out prompts "
@@ -162,7 +178,32 @@ def render_headline(summary: dict[str, Any], eval_round: tuple[int, dict] | None
     kl_text = {"separate_sample": f"KL estimated on a separate temperature-1 sample ({fmt(ev.get('kl_sample'))}).",
                "main_responses": "KL estimated on the evaluated responses (temperature-1 samples).",
                "main_responses_biased": "KL estimated on greedy or tempered responses: biased, read it as a trend."}
-    parts.append(note(f"Decoding: {fmt(sampling)}. {kl_text.get(method, method)}"))
+    parts.append(note(f"Decoding: {fmt(sampling)}. {kl_text.get(method, method)} "
+                      "Brackets: bootstrap 95% intervals over prompts."))
+    return "".join(parts)
+
+
+def render_arena(summary: dict[str, Any]) -> str:
+    """The blind arena: win rate per pair of policies and a Bradley-Terry score per policy, with intervals."""
+    arena = summary.get("arena")
+    if not arena:
+        return ""
+    parts = ["<h2>Arena</h2>\n", f"<p>Blind A/B votes in labeler project {html.escape(str(arena.get('project')))}: "
+             f"{fmt(arena.get('votes'))} vote(s). A win counts 1, a tie or both bad ½; brackets: bootstrap 95% "
+             "intervals over prompts.</p>\n"]
+    pairs = [v for v in arena.values() if isinstance(v, dict) and "win_rate" in v]
+    if pairs:
+        parts.append(render_table(
+            ["policy", "vs", "wins", "losses", "ties", "both bad", "votes", "win rate [95% CI]"],
+            [[p["policy"], p["opponent"], fmt(p["wins"]), fmt(p["losses"]), fmt(p["ties"]), fmt(p["both_bad"]),
+              fmt(p["votes"]), fmt_ci(p["win_rate"], p.get("win_rate_ci"), "pct")] for p in pairs]))
+    bt = arena.get("bradley_terry") or {}
+    if bt:
+        parts.append(render_table(["policy", "Bradley-Terry score [95% CI]", "votes"],
+                                  [[n, fmt_ci(v["score"], v.get("ci"), "signed"), fmt(v.get("votes"))]
+                                   for n, v in sorted(bt.items(), key=lambda kv: -kv[1]["score"])]))
+    if not pairs:
+        parts.append(note("No votes yet: annotators vote in the labeler; the next `rlhf loop` run picks them up."))
     return "".join(parts)
 
 
@@ -340,6 +381,7 @@ def build_report(run_dir: str | os.PathLike) -> Path:
         plot_dir = Path(tmp)
         sections = [
             render_headline(summary, evals[-1] if evals else None, reward_accuracy),
+            render_arena(summary),
             render_pass_rates(evals, plot_dir) if evals else "",
             render_curves(rounds, plot_dir),
             render_responses(dict(rounds)[evals[-1][0]] / "eval", plot_dir) if evals else "",

@@ -188,7 +188,13 @@ def load_reward_model(path: str):
 
 def describe_by_source(by_source: dict[str, dict] | None) -> str:
     """"; edited pairs 0.921 (76); ranked pairs 0.524 (63)": per-source accuracy for a one-line report."""
-    return "".join(f"; {src} pairs {v['accuracy']:.3f} ({v['pairs']})" for src, v in (by_source or {}).items())
+    return "".join(f"; {src} pairs {v['accuracy']:.3f}{format_ci(v.get('ci'))} ({v['pairs']})"
+                   for src, v in (by_source or {}).items())
+
+
+def format_ci(ci: list[float] | None) -> str:
+    """" [0.712, 0.835]" for an interval, "" for none: how every printed figure shows its 95% interval."""
+    return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
 
 
 def score_pairs(model, tokenizer, dataset, batch_size: int) -> dict[str, Any]:
@@ -197,13 +203,17 @@ def score_pairs(model, tokenizer, dataset, batch_size: int) -> dict[str, Any]:
     prompts = dataset["prompt"] if "prompt" in dataset.column_names else [None] * len(dataset)
     chosen = score_texts(model, tokenizer, prompts, dataset["chosen"], batch_size)
     rejected = score_texts(model, tokenizer, prompts, dataset["rejected"], batch_size)
+    from labeler.stats import bootstrap_ci
+
     stats: dict[str, Any] = pairwise_stats(chosen, rejected)
+    correct = [1.0 if c > r else 0.0 for c, r in zip(chosen, rejected)]
+    stats["accuracy_ci"] = bootstrap_ci(correct)  # 95% bootstrap interval over held-out pairs
     if "source" in dataset.column_names:
         sources = list(dataset["source"])
         stats["by_source"] = {
-            src: {"accuracy": pairwise_stats([c for c, s in zip(chosen, sources) if s == src],
-                                             [r for r, s in zip(rejected, sources) if s == src])["accuracy"],
-                  "pairs": sources.count(src)}
+            src: {"accuracy": sum(x for x, s in zip(correct, sources) if s == src) / sources.count(src),
+                  "pairs": sources.count(src),
+                  "ci": bootstrap_ci([x for x, s in zip(correct, sources) if s == src])}
             for src in sorted(set(sources), key=str)
         }
     return stats
@@ -265,9 +275,10 @@ def main(argv: list[str] | None = None) -> int:
 
     stats = score_pairs(trainer.model, tokenizer, heldout, training_args.per_device_eval_batch_size)
     figures = {"heldout_accuracy": stats["accuracy"], "heldout_margin": stats["margin"]}
-    trainer.log(dict(figures))  # -> metrics.jsonl (metrics callback) and TensorBoard
+    trainer.log(dict(figures, heldout_accuracy_low=stats["accuracy_ci"][0], heldout_accuracy_high=stats["accuracy_ci"][1]))  # -> metrics.jsonl (metrics callback) and TensorBoard
     write_summary(out, {
         **figures,
+        "heldout_accuracy_ci": stats["accuracy_ci"],
         "heldout_rows": len(heldout),
         "heldout_source": heldout_source,
         **({"heldout_accuracy_by_source": stats["by_source"]} if "by_source" in stats else {}),
@@ -279,6 +290,6 @@ def main(argv: list[str] | None = None) -> int:
     })
     if hasattr(trainer, "end"):
         trainer.end()  # transformers >= 5.18: close the TensorBoard writer
-    print(f"[rlhf reward] held-out accuracy {stats['accuracy']:.3f}, margin {stats['margin']:.3f} "
+    print(f"[rlhf reward] held-out accuracy {stats['accuracy']:.3f}{format_ci(stats['accuracy_ci'])}, margin {stats['margin']:.3f} "
           f"on {len(heldout)} pairs{describe_by_source(stats.get('by_source'))} -> {out}")
     return 0

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout, like the other scripts/
 
 from rlhf.errors import RlhfError  # noqa: E402
-from rlhf.loop import least_certain  # noqa: E402
+from rlhf.selection import least_certain  # noqa: E402
 
 STRATEGIES = ("random", "uncertain")
 DEFAULT_REWARD_CONFIG = ROOT / "configs" / "quickstart" / "reward.yaml"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhf.loop import least_certain
+from rlhf.selection import least_certain
 
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("compare_selection", ROOT / "scripts" / "compare_selection.py")

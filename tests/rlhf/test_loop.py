@@ -25,6 +25,16 @@ def test_two_rounds_chain_policies_and_trace_labels(tiny_model, tmp_path, monkey
     assert all(0.0 <= v <= 1.0 for v in summary["heldout_pass_rate"].values())
     assert 0.0 <= summary["reward_accuracy"] <= 1.0 and summary["seconds"] > 0
     assert [r["round"] for r in summary["rounds"]] == [1, 2]
+    for name, (low, high) in summary["heldout_pass_rate_ci"].items():
+        assert low <= summary["heldout_pass_rate"][name] <= high
+    arena = summary["arena"]
+    assert arena["project"] == "smoke-arena-round-2" and arena["votes"] == 12
+    for key in ("final_vs_base", "final_vs_previous"):
+        pair = arena[key]
+        assert pair["wins"] + pair["losses"] + pair["ties"] + pair["both_bad"] == pair["votes"] == 6
+        assert pair["win_rate_ci"][0] <= pair["win_rate"] <= pair["win_rate_ci"][1]
+    assert set(arena["bradley_terry"]) == {"final", "base", "previous"}
+    assert "previous" in summary["rounds"][1]["eval"]["policies"]  # round 2 also evaluates round 1's policy
 
     # Lineage: round 2 samples from round 1's exported policy, and round 1 from the base model.
     gen1 = yaml.safe_load((out / "round-1" / "generate" / "config.yaml").read_text())
@@ -41,7 +51,9 @@ def test_two_rounds_chain_policies_and_trace_labels(tiny_model, tmp_path, monkey
             "SELECT p.name, COUNT(a.id) FROM annotation a JOIN task t ON t.id = a.task_id "
             "JOIN project p ON p.id = t.project_id GROUP BY p.name"))
         simulated = {row[0] for row in con.execute("SELECT simulated FROM user u JOIN annotation a ON a.user_id = u.id")}
-    assert per_project == {"smoke-round-1": 16, "smoke-round-2": 16}  # 8 tasks x overlap 2
+    # 8 tasks x overlap 2 per round; the arena: 3 held-out prompts x overlap 2, final vs base (round 1),
+    # and final vs base + final vs previous (round 2)
+    assert per_project == {"smoke-round-1": 16, "smoke-round-2": 16, "smoke-arena-round-1": 6, "smoke-arena-round-2": 12}
     assert simulated == {1}
     export2 = json.loads((out / "round-2" / "labels" / "export.json").read_text())
     assert summary["rounds"][1]["labels_export"]["content_hash"] == export2["content_hash"]
@@ -59,7 +71,7 @@ def test_two_rounds_chain_policies_and_trace_labels(tiny_model, tmp_path, monkey
 
 
 def test_select_pairs_random_keeps_budget_and_two_candidates():
-    from rlhf.loop import select_pairs
+    from rlhf.selection import select_pairs
 
     tasks = [{"prompt": f"p{i}", "responses": [{"text": f"p{i} r{j}"} for j in range(4)], "meta": {"id": i}} for i in range(5)]
     picked = select_pairs(tasks, "random", budget=3, reward_model=None, seed=0)
