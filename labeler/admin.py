@@ -10,11 +10,11 @@
 from __future__ import annotations
 
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, flash, redirect, render_template, request, send_file, url_for
 from sqlalchemy import func, select
 
 from labeler import projects, quality
-from labeler.app import get_db, new_export_dir
+from labeler.db import get_db
 from labeler.errors import LabelerError
 from labeler.models import Annotation, Export, Project, Task, User
 from labeler.render import render_bar_chart, render_conversation, render_markdown
@@ -30,13 +30,6 @@ AGGREGATIONS = ("majority", "bradley-terry")
 @admin_required
 def require_admin():
     return None  # admin_required answers 403 (or the login redirect) before any view here runs
-
-
-def load_project(s, name: str) -> Project:
-    project = s.scalar(select(Project).where(Project.name == name))
-    if project is None:
-        abort(404)
-    return project
 
 
 @bp.get("")
@@ -67,7 +60,7 @@ def quality_charts(annotators: list[dict]) -> list:
 @bp.get("/projects/<name>")
 def project(name):
     with get_db().read() as s:
-        p = load_project(s, name)
+        p = projects.find_project(s, name)
         stats = quality.project_quality(s, p)
         n_annotations = (
             select(func.count(Annotation.id)).where(Annotation.task_id == Task.id).correlate(Task).scalar_subquery()
@@ -85,14 +78,14 @@ def project(name):
 def load_task(s, project: Project, task_id: int) -> Task:
     task = s.get(Task, task_id)
     if task is None or task.project_id != project.id:
-        abort(404)
+        raise LabelerError(f"task {task_id} not found in project '{project.name}'", status=404, field="task_id")
     return task
 
 
 @bp.get("/projects/<name>/tasks/<int:task_id>")
 def task(name, task_id):
     with get_db().read() as s:
-        p = load_project(s, name)
+        p = projects.find_project(s, name)
         t = load_task(s, p, task_id)
         gold = {str(k): v for k, v in (t.gold_ranking or {}).items()}
         responses = [{"id": r.id, "key": i + 1, "model": r.model, "html": render_markdown(r.text), "gold": gold.get(str(r.id))}
@@ -119,7 +112,7 @@ def gold_from_form(form, task: Task) -> dict:
 def mark_gold(name, task_id):
     try:
         with get_db().write() as s:
-            p = load_project(s, name)
+            p = projects.find_project(s, name)
             t = load_task(s, p, task_id)
             if request.form.get("action") == "clear":
                 t.is_gold, t.gold_ranking = False, None
@@ -146,12 +139,12 @@ def optional_fraction(form, field: str) -> float | None:
 
 @bp.post("/projects/<name>/exports")
 def create_export(name):
-    from labeler.export import export_project
+    from labeler.export import export_project, new_export_dir
 
     out_dir = new_export_dir(name)
     try:
         with get_db().read() as s:
-            load_project(s, name)
+            projects.find_project(s, name)
         test_fraction = optional_fraction(request.form, "test_fraction")
         result = export_project(
             get_db(), name, out_dir,
@@ -172,9 +165,6 @@ def download_export(export_id):
     # The API's download route takes a Bearer token; this one serves the same zip to a logged-in admin.
     from labeler.export import zip_export
 
-    try:
-        with get_db().read() as s:
-            buffer = zip_export(s, export_id)
-    except LabelerError as err:
-        abort(err.status)
+    with get_db().read() as s:
+        buffer = zip_export(s, export_id)
     return send_file(buffer, mimetype="application/zip", as_attachment=True, download_name=f"export-{export_id}.zip")

@@ -12,11 +12,12 @@ K = 2 and as a ranking when K > 2. The keyboard and drag-and-drop logic lives in
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from labeler import assignment
-from labeler.app import get_db
+from labeler.projects import find_project
+from labeler.db import get_db
 from labeler.errors import LabelerError
 from labeler.models import Annotation, Project, Task, User
 from labeler.render import render_conversation, render_markdown
@@ -25,13 +26,6 @@ from labeler.security import current_user, login_required, wants_json
 bp = Blueprint("annotate", __name__)
 
 HISTORY_LIMIT = 50
-
-
-def load_project(s, name: str) -> Project:
-    project = s.scalar(select(Project).where(Project.name == name))
-    if project is None:
-        abort(404)
-    return project
 
 
 def slot_label(index: int, k: int) -> str:
@@ -97,7 +91,7 @@ def index():
 def next_task(name):
     with get_db().write() as s:  # leasing a task writes: take the write lock up front
         user = s.get(User, current_user().id)
-        project = load_project(s, name)
+        project = find_project(s, name)
         found = assignment.next_task(s, project, user)
         if found is None:
             return render_template("done.html", project=project, progress=assignment.progress(s, project, user))
@@ -111,7 +105,7 @@ def load_own_annotation(s, project: Project, user: User, annotation_id: int) -> 
     """Only the annotator's own annotations exist for them: any other id is a 404, not a 403 (no probing)."""
     annotation = s.get(Annotation, annotation_id)
     if annotation is None or annotation.user_id != user.id or annotation.task.project_id != project.id:
-        abort(404)
+        raise LabelerError(f"annotation {annotation_id} not found in project '{project.name}'", status=404, field="annotation_id")
     return annotation
 
 
@@ -120,7 +114,7 @@ def load_own_annotation(s, project: Project, user: User, annotation_id: int) -> 
 def edit(name, annotation_id):
     with get_db().read() as s:
         user = s.get(User, current_user().id)
-        project = load_project(s, name)
+        project = find_project(s, name)
         annotation = load_own_annotation(s, project, user, annotation_id)
         view = build_task_view(project, annotation.task, annotation.display_order, annotation)
         recent = [a.id for a in assignment.previous_annotations(s, project, user, HISTORY_LIMIT)]
@@ -134,7 +128,7 @@ def edit(name, annotation_id):
 def history(name):
     with get_db().read() as s:
         user = s.get(User, current_user().id)
-        project = load_project(s, name)
+        project = find_project(s, name)
         annotations = assignment.previous_annotations(s, project, user, HISTORY_LIMIT)
         rows = [{"annotation": a, "prompt_html": render_conversation(a.task.prompt.prompt)} for a in annotations]
         return render_template("history.html", project=project, rows=rows)
@@ -171,10 +165,10 @@ def submit(name, task_id):
     try:
         with get_db().write() as s:
             user = s.get(User, current_user().id)
-            project = load_project(s, name)
+            project = find_project(s, name)
             task = s.get(Task, task_id)
             if task is None or task.project_id != project.id:
-                abort(404)
+                raise LabelerError(f"task {task_id} not found in project '{project.name}'", status=404, field="task_id")
             if as_json:
                 payload = request.get_json(silent=True)
                 if not isinstance(payload, dict):

@@ -11,10 +11,9 @@ import json
 
 from flask import Blueprint, current_app, g, jsonify, request, send_file, url_for
 from sqlalchemy import select
-from werkzeug.exceptions import HTTPException
 
 from labeler import accounts, assignment, importer, projects
-from labeler.app import get_db, new_export_dir
+from labeler.db import get_db
 from labeler.errors import LabelerError
 from labeler.models import Annotation, Project, Task, User
 
@@ -23,19 +22,6 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 EXPORT_FILTERS = {"aggregation", "min_agreement", "min_gold_accuracy", "test_fraction"}
 AGGREGATIONS = ("majority", "bradley-terry")
 PROJECT_FIELDS = {"name", "k", "overlap", "criteria", "guidelines", "lease_seconds", "allow_edit", "ask_rationale"}
-
-
-@bp.errorhandler(LabelerError)
-def labeler_error(err: LabelerError):
-    response = jsonify(error=str(err), field=err.field)
-    if err.status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="labeler"'
-    return response, err.status
-
-
-@bp.errorhandler(HTTPException)
-def http_error(err: HTTPException):
-    return jsonify(error=err.description, field=None), err.code
 
 
 @bp.before_request
@@ -218,7 +204,7 @@ def create_export(name: str):
     filters = check_export_filters(body)
     with get_db().read() as session:
         projects.find_project(session, name)
-    from labeler.export import export_project
+    from labeler.export import export_project, new_export_dir
 
     out_dir = new_export_dir(name)
     result = export_project(get_db(), name, out_dir, **filters, created_by=g.api_user.id)

@@ -288,7 +288,7 @@ def serve(host, port, debug, db_url):
     from labeler.db import current_revision, head_revision
 
     app = create_app({"DATABASE_URL": db_url, **({"DEBUG": True} if debug else {})})
-    from labeler.app import get_db
+    from labeler.db import get_db
 
     if current_revision(get_db(app).engine) != head_revision():
         raise LabelerError(f"database {db_url} is not initialised or not at the latest schema: run `labeler init-db --db {db_url}`")

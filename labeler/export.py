@@ -65,7 +65,8 @@ from labeler.aggregate import aggregate_majority, bradley_terry, compare_ranks, 
 from labeler.db import Database
 from labeler.errors import LabelerError
 from labeler.models import Export, Task, User, utcnow
-from labeler.quality import gold_accuracy_by_user, load_annotations, resolve_project, str_keys
+from labeler.projects import find_project
+from labeler.quality import gold_accuracy_by_user, load_annotations, str_keys
 
 AGGREGATIONS = ("majority", "bradley-terry")
 JSONL_FILES = ("preferences.jsonl", "sft.jsonl", "annotations.jsonl")
@@ -349,7 +350,7 @@ def export_project(
     check_out_dir(out)
     filters = {"aggregation": aggregation, "min_agreement": min_agreement, "min_gold_accuracy": min_gold_accuracy, "test_fraction": test_fraction}
     with db.read() as session:
-        project = resolve_project(session, project_name)
+        project = find_project(session, project_name)
         if created_by is not None and session.get(User, created_by) is None:
             raise LabelerError(f"created_by: no user with id {created_by}", field="created_by")
         prefs, sft, raw, counts = build_rows(session, project, aggregation, min_agreement, min_gold_accuracy, test_fraction)
@@ -430,3 +431,13 @@ def load_export(path) -> dict:
     if missing:
         raise LabelerError(f"{folder}: export is incomplete, missing {', '.join(missing)}", field="path")
     return parts | {"meta": meta}
+
+
+def new_export_dir(project_name: str) -> Path:
+    """A fresh folder name under the app's EXPORT_DIR for an export made from the web page or the API."""
+    import secrets
+
+    from flask import current_app
+
+    root = Path(current_app.config.get("EXPORT_DIR") or Path(current_app.instance_path) / "exports")
+    return root / f"{project_name}-{utcnow():%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"

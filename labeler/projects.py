@@ -1,4 +1,4 @@
-"""Projects: create one with validated settings, find one by name, count its progress.
+"""Projects: create one with validated settings, find one (`find_project`, the one lookup), count its progress.
 
 Shared by the CLI (`labeler projects create`), the API (POST /api/v1/projects) and the admin pages.
 """
@@ -53,11 +53,18 @@ def create_project(session: Session, name: str, k: int = 2, overlap: int = 1, cr
     return project
 
 
-def find_project(session: Session, name: str) -> Project:
-    project = session.scalar(select(Project).where(Project.name == name))
-    if project is None:
-        raise LabelerError(f"project '{name}' does not exist", status=404, field="project")
-    return project
+def find_project(session: Session, project: Project | int | str) -> Project:
+    """The one project lookup every view, the CLI and the export call: a Project from itself, its id or
+    its name; a 404 LabelerError naming the project when there is none."""
+    if isinstance(project, Project):
+        return project
+    if isinstance(project, int) and not isinstance(project, bool):
+        found = session.get(Project, project)
+    else:
+        found = session.scalar(select(Project).where(Project.name == project))
+    if found is None:
+        raise LabelerError(f"project {project!r} does not exist", status=404, field="project")
+    return found
 
 
 def count_project(session: Session, project: Project) -> dict:
