@@ -18,12 +18,12 @@ from labeler.db import get_db
 from labeler.errors import LabelerError
 from labeler.models import Annotation, Export, Project, Task, User
 from labeler.render import render_bar_chart, render_conversation, render_markdown
+from labeler.schemas import AGGREGATIONS, ExportIn, parse
 from labeler.security import admin_required, current_user
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 TASKS_SHOWN = 200
-AGGREGATIONS = ("majority", "bradley-terry")
 
 
 @bp.before_request
@@ -127,33 +127,28 @@ def mark_gold(name, task_id):
     return redirect(url_for(".task", name=name, task_id=task_id))
 
 
-def optional_fraction(form, field: str) -> float | None:
-    value = form.get(field, "").strip()
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise LabelerError(f"{field}: expected a number between 0 and 1, got {value!r}", field=field) from None
+def export_filters_from_form(form) -> dict:
+    """The export form's fields as labeler.schemas.ExportIn (numbers typed as text; empty means unset)."""
+    values = {"aggregation": form.get("aggregation", "majority")}
+    for field in ("min_agreement", "min_gold_accuracy", "test_fraction"):
+        value = form.get(field, "").strip()
+        if value:
+            try:
+                values[field] = float(value)
+            except ValueError:
+                raise LabelerError(f"field '{field}': expected a number, got {value!r}", status=422, field=field) from None
+    return parse(ExportIn, values).model_dump()
 
 
 @bp.post("/projects/<name>/exports")
 def create_export(name):
     from labeler.export import export_project, new_export_dir
 
-    out_dir = new_export_dir(name)
     try:
         with get_db().read() as s:
             projects.find_project(s, name)
-        test_fraction = optional_fraction(request.form, "test_fraction")
-        result = export_project(
-            get_db(), name, out_dir,
-            aggregation=request.form.get("aggregation", "majority"),
-            min_agreement=optional_fraction(request.form, "min_agreement"),
-            min_gold_accuracy=optional_fraction(request.form, "min_gold_accuracy"),
-            test_fraction=0.1 if test_fraction is None else test_fraction,
-            created_by=current_user().id,
-        )
+        filters = export_filters_from_form(request.form)
+        result = export_project(get_db(), name, new_export_dir(name), **filters, created_by=current_user().id)
         flash(f"Export {result['id']} written: {result['content_hash'][:12]}…", "ok")
     except LabelerError as err:
         flash(f"Export failed: {err}", "error")

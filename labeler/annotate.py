@@ -21,6 +21,7 @@ from labeler.db import get_db
 from labeler.errors import LabelerError
 from labeler.models import Annotation, Project, Task, User
 from labeler.render import render_conversation, render_markdown
+from labeler.schemas import read_json_body
 from labeler.security import current_user, login_required, wants_json
 
 bp = Blueprint("annotate", __name__)
@@ -170,9 +171,7 @@ def submit(name, task_id):
             if task is None or task.project_id != project.id:
                 raise LabelerError(f"task {task_id} not found in project '{project.name}'", status=404, field="task_id")
             if as_json:
-                payload = request.get_json(silent=True)
-                if not isinstance(payload, dict):
-                    raise LabelerError("request body must be a JSON object", status=400, field="body")
+                payload = read_json_body()
             else:
                 payload = payload_from_form(request.form, list(project.criteria or []))
             annotation, created = assignment.submit_annotation(s, task_id, user, payload)

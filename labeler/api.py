@@ -16,12 +16,10 @@ from labeler import accounts, assignment, importer, projects
 from labeler.db import get_db
 from labeler.errors import LabelerError
 from labeler.models import Annotation, Project, Task, User
+from labeler.schemas import ExportIn, ProjectIn, TasksIn, parse, read_json_body
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
-EXPORT_FILTERS = {"aggregation", "min_agreement", "min_gold_accuracy", "test_fraction"}
-AGGREGATIONS = ("majority", "bradley-terry")
-PROJECT_FIELDS = {"name", "k", "overlap", "criteria", "guidelines", "lease_seconds", "allow_edit", "ask_rationale"}
 
 
 @bp.before_request
@@ -43,13 +41,6 @@ def authenticate():
 def require_admin() -> None:
     if g.api_user.role != "admin":
         raise LabelerError("this call is for admins only", status=403, field="Authorization")
-
-
-def read_body() -> dict:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise LabelerError("the request body must be a JSON object (Content-Type: application/json)", status=400, field="body")
-    return body
 
 
 def iso(value) -> str | None:
@@ -103,14 +94,9 @@ def list_projects():
 @bp.post("/projects")
 def create_project():
     require_admin()
-    body = read_body()
-    unknown = sorted(set(body) - PROJECT_FIELDS)
-    if unknown:
-        raise LabelerError(f"field '{unknown[0]}': unknown key (allowed: {', '.join(sorted(PROJECT_FIELDS))})", status=422, field=unknown[0])
-    if "name" not in body:
-        raise LabelerError("field 'name' is required", status=422, field="name")
+    values = parse(ProjectIn, read_json_body()).model_dump()
     with get_db().write() as session:
-        project = projects.create_project(session, **body)
+        project = projects.create_project(session, **values)
         data = projects.project_json(project)
     return jsonify(project=data), 201
 
@@ -118,10 +104,7 @@ def create_project():
 @bp.post("/projects/<name>/tasks")
 def push_tasks(name: str):
     require_admin()
-    body = read_body()
-    tasks = body.get("tasks")
-    if not isinstance(tasks, list) or not tasks:
-        raise LabelerError("field 'tasks': expected a non-empty list of task objects (the JSONL contract)", status=422, field="tasks")
+    tasks = parse(TasksIn, read_json_body()).model_dump()["tasks"]
     with get_db().write() as session:
         project = projects.find_project(session, name)
         counts = importer.import_tasks(session, project, tasks, source="api")
@@ -142,7 +125,7 @@ def next_task(name: str):
 
 @bp.post("/tasks/<int:task_id>/annotations")
 def submit(task_id: int):
-    body = read_body()
+    body = read_json_body()
     with get_db().write() as session:
         user = session.get(User, g.api_user.id)
         annotation, created = assignment.submit_annotation(session, task_id, user, body)
@@ -179,29 +162,10 @@ def project_quality(session, project):
     return compute(session, project)
 
 
-def check_export_filters(body: dict) -> dict:
-    unknown = sorted(set(body) - EXPORT_FILTERS)
-    if unknown:
-        raise LabelerError(f"field '{unknown[0]}': unknown key (allowed: {', '.join(sorted(EXPORT_FILTERS))})", status=422, field=unknown[0])
-    if "aggregation" in body and body["aggregation"] not in AGGREGATIONS:
-        raise LabelerError(f"field 'aggregation': expected one of {', '.join(AGGREGATIONS)}", status=422, field="aggregation")
-    for field in ("min_agreement", "min_gold_accuracy", "test_fraction"):
-        value = body.get(field)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1 or (field == "test_fraction" and value >= 1):
-            raise LabelerError(f"field '{field}': expected a number in [0, 1{')' if field == 'test_fraction' else ']'}, got {value!r}",
-                               status=422, field=field)
-    return {key: value for key, value in body.items() if value is not None}
-
-
 @bp.post("/projects/<name>/exports")
 def create_export(name: str):
     require_admin()
-    body = request.get_json(silent=True) if request.content_length else {}
-    if not isinstance(body, dict):
-        raise LabelerError("the request body must be a JSON object (Content-Type: application/json)", status=400, field="body")
-    filters = check_export_filters(body)
+    filters = parse(ExportIn, read_json_body(optional=True)).model_dump()
     with get_db().read() as session:
         projects.find_project(session, name)
     from labeler.export import export_project, new_export_dir

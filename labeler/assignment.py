@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import math
 import random
 
 from sqlalchemy import exists, func, select, update
@@ -19,9 +18,7 @@ from sqlalchemy.orm import Session
 
 from labeler.errors import LabelerError
 from labeler.models import Annotation, Assignment, Project, Task, User, utcnow
-
-PAYLOAD_KEYS = {"ranking", "all_bad", "scores", "rationale", "edited_response", "seconds_spent"}
-MAX_TEXT = 100_000
+from labeler.schemas import AnnotationIn, parse
 
 
 def lease_seconds_for(project: Project) -> int:
@@ -108,63 +105,39 @@ def next_task(session: Session, project: Project, user: User, now: dt.datetime |
 
 
 def validate_payload(payload, task: Task, project: Project) -> dict:
-    """An annotation payload, checked against the task's responses and the project's criteria."""
+    """An annotation payload (labeler.schemas.AnnotationIn), checked against the task's responses and the
+    project's criteria. Returns the values to store plus "version" (None when the client sent none)."""
 
-    def fail(field: str, message: str, status: int = 422):
-        raise LabelerError(f"field '{field}': {message}", status=status, field=field)
+    def fail(field: str, message: str):
+        raise LabelerError(f"field '{field}': {message}", status=422, field=field)
 
-    if not isinstance(payload, dict):
-        fail("body", "expected a JSON object", 400)
-    unknown = sorted(set(payload) - PAYLOAD_KEYS)
-    if unknown:
-        fail(unknown[0], f"unknown key (allowed: {', '.join(sorted(PAYLOAD_KEYS))})")
+    values = parse(AnnotationIn, payload).model_dump()
     ids = {str(r.id) for r in task.responses}
     n = len(ids)
-    all_bad = payload.get("all_bad", False)
-    if not isinstance(all_bad, bool):
-        fail("all_bad", "expected true or false")
-    ranking = payload.get("ranking")
-    if ranking is None and all_bad:
+    ranking = values["ranking"]
+    if ranking is None:
+        if not values["all_bad"]:
+            fail("ranking", "required unless all_bad is true: an object {response_id: rank} (1 = best, equal ranks for ties)")
         ranking = {rid: 1 for rid in ids}  # "all bad" without an order: every response tied
-    if not isinstance(ranking, dict):
-        fail("ranking", "expected an object {response_id: rank} (1 = best, equal ranks for ties)")
-    ranking = {str(key): value for key, value in ranking.items()}
     missing, extra = sorted(ids - set(ranking)), sorted(set(ranking) - ids)
     if extra:
         fail(f"ranking.{extra[0]}", f"response {extra[0]} is not part of task {task.id} (its responses: {sorted(ids, key=int)})")
     if missing:
         fail("ranking", f"every response must be ranked exactly once; missing {missing}")
     for rid, rank in ranking.items():
-        if type(rank) is not int or not 1 <= rank <= n:
-            fail(f"ranking.{rid}", f"rank must be an integer from 1 to {n}, got {rank!r}")
-    scores = payload.get("scores", {}) or {}
-    if not isinstance(scores, dict):
-        fail("scores", "expected an object {criterion: {response_id: 1..5}}")
-    for criterion, per_response in scores.items():
+        if rank > n:
+            fail(f"ranking.{rid}", f"rank must be an integer from 1 to {n}, got {rank}")
+    for criterion, per_response in values["scores"].items():
         if criterion not in (project.criteria or []):
             fail(f"scores.{criterion}", f"not a criterion of project '{project.name}' (criteria: {project.criteria})")
-        if not isinstance(per_response, dict):
-            fail(f"scores.{criterion}", "expected an object {response_id: 1..5}")
-        for rid, score in per_response.items():
-            if str(rid) not in ids:
+        for rid in per_response:
+            if rid not in ids:
                 fail(f"scores.{criterion}.{rid}", f"response {rid} is not part of task {task.id}")
-            if type(score) is not int or not 1 <= score <= 5:
-                fail(f"scores.{criterion}.{rid}", f"score must be an integer from 1 to 5, got {score!r}")
-    scores = {c: {str(rid): s for rid, s in per.items()} for c, per in scores.items()}
-    rationale = payload.get("rationale", "") or ""
-    if not isinstance(rationale, str) or len(rationale) > MAX_TEXT:
-        fail("rationale", f"expected text of at most {MAX_TEXT} characters")
-    edited = payload.get("edited_response")
-    if edited is not None and (not isinstance(edited, str) or len(edited) > MAX_TEXT):
-        fail("edited_response", f"expected text of at most {MAX_TEXT} characters, or null")
+    edited = values["edited_response"]
     edited = edited if edited and edited.strip() else None
     if edited is not None and not project.allow_edit:
         fail("edited_response", f"project '{project.name}' does not take edited responses")
-    seconds = payload.get("seconds_spent", 0.0)
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
-        fail("seconds_spent", f"expected a number of seconds >= 0, got {seconds!r}")
-    return {"ranking": ranking, "all_bad": all_bad, "scores": scores, "rationale": rationale,
-            "edited_response": edited, "seconds_spent": float(seconds)}
+    return values | {"ranking": ranking, "edited_response": edited}
 
 
 def submit_annotation(session: Session, task_id: int, user: User, payload: dict,
@@ -182,6 +155,7 @@ def submit_annotation(session: Session, task_id: int, user: User, payload: dict,
     lock_project(session, task.project_id)
     project = session.get(Project, task.project_id)
     values = validate_payload(payload, task, project)
+    values.pop("version")
     assignment = session.scalar(select(Assignment).where(Assignment.task_id == task.id, Assignment.user_id == user.id))
     annotation = session.scalar(select(Annotation).where(Annotation.task_id == task.id, Annotation.user_id == user.id))
     if annotation is not None:

@@ -67,8 +67,8 @@ from labeler.errors import LabelerError
 from labeler.models import Export, Task, User, utcnow
 from labeler.projects import find_project
 from labeler.quality import gold_accuracy_by_user, load_annotations, str_keys
+from labeler.schemas import ExportIn, parse
 
-AGGREGATIONS = ("majority", "bradley-terry")
 JSONL_FILES = ("preferences.jsonl", "sft.jsonl", "annotations.jsonl")
 
 
@@ -85,14 +85,6 @@ def to_messages(prompt) -> list[dict]:
 
 def assistant(text: str) -> list[dict]:
     return [{"role": "assistant", "content": text}]
-
-
-def check_options(aggregation, min_agreement, min_gold_accuracy, test_fraction) -> None:
-    if aggregation not in AGGREGATIONS:
-        raise LabelerError(f"aggregation: {aggregation!r} is not one of {', '.join(AGGREGATIONS)}", field="aggregation")
-    for field, value in (("min_agreement", min_agreement), ("min_gold_accuracy", min_gold_accuracy), ("test_fraction", test_fraction)):
-        if (value is not None or field == "test_fraction") and not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0):
-            raise LabelerError(f"{field}: must be a number between 0 and 1, got {value!r}", field=field)
 
 
 def check_out_dir(out: Path) -> None:
@@ -345,10 +337,12 @@ def export_project(
     """Write the export folder (see the module docstring) and record it; returns
     {"id", "content_hash", "counts", "filters", "path"}. The folder appears whole or not at all:
     it is built in a temporary folder beside `out_dir` and renamed into place."""
-    check_options(aggregation, min_agreement, min_gold_accuracy, test_fraction)
+    filters = parse(ExportIn, {"aggregation": aggregation, "min_agreement": min_agreement,
+                               "min_gold_accuracy": min_gold_accuracy, "test_fraction": test_fraction}).model_dump()
+    aggregation, min_agreement = filters["aggregation"], filters["min_agreement"]
+    min_gold_accuracy, test_fraction = filters["min_gold_accuracy"], filters["test_fraction"]
     out = Path(out_dir)
     check_out_dir(out)
-    filters = {"aggregation": aggregation, "min_agreement": min_agreement, "min_gold_accuracy": min_gold_accuracy, "test_fraction": test_fraction}
     with db.read() as session:
         project = find_project(session, project_name)
         if created_by is not None and session.get(User, created_by) is None:

@@ -5,49 +5,20 @@ Shared by the CLI (`labeler projects create`), the API (POST /api/v1/projects) a
 
 from __future__ import annotations
 
-import re
-
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from labeler.errors import LabelerError
 from labeler.models import Annotation, Assignment, Project, Task, utcnow
-
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")  # names appear in URLs: /api/v1/projects/<name>
-
-
-def check_int(value, field: str, low: int, high: int | None = None) -> int:
-    # bool is an int subclass in Python; `true` for k would otherwise pass as 1
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise LabelerError(f"{field} must be an integer, got {value!r}", status=422, field=field)
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise LabelerError(f"{field} must be {bound}, got {value}", status=422, field=field)
-    return value
+from labeler.schemas import ProjectIn, parse
 
 
-def create_project(session: Session, name: str, k: int = 2, overlap: int = 1, criteria=(), guidelines: str = "",
-                   lease_seconds: int = 900, allow_edit: bool = True, ask_rationale: bool = True) -> Project:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise LabelerError(f"project name {name!r} must be 1-120 letters, digits, '.', '_' or '-' (it appears in URLs)",
-                           status=422, field="name")
-    check_int(k, "k", 2, 20)
-    check_int(overlap, "overlap", 1, 1000)
-    check_int(lease_seconds, "lease_seconds", 10)
-    if isinstance(criteria, str) or not all(isinstance(c, str) and c.strip() for c in criteria):
-        raise LabelerError("criteria must be a list of non-empty names", status=422, field="criteria")
-    criteria = [c.strip() for c in criteria]
-    if len(set(criteria)) != len(criteria):
-        raise LabelerError(f"criteria has a duplicate name: {criteria}", status=422, field="criteria")
-    if not isinstance(guidelines, str):
-        raise LabelerError("guidelines must be text (Markdown)", status=422, field="guidelines")
-    for field, value in (("allow_edit", allow_edit), ("ask_rationale", ask_rationale)):
-        if not isinstance(value, bool):
-            raise LabelerError(f"{field} must be true or false", status=422, field=field)
-    if session.scalar(select(Project).where(Project.name == name)) is not None:
-        raise LabelerError(f"project '{name}' already exists", status=409, field="name")
-    project = Project(name=name, k=k, overlap=overlap, criteria=criteria, guidelines=guidelines,
-                      lease_seconds=lease_seconds, allow_edit=allow_edit, ask_rationale=ask_rationale)
+def create_project(session: Session, name: str, **settings) -> Project:
+    """A new project from validated settings (labeler.schemas.ProjectIn); 409 when the name is taken."""
+    values = parse(ProjectIn, {"name": name, **settings}).model_dump()
+    if session.scalar(select(Project).where(Project.name == values["name"])) is not None:
+        raise LabelerError(f"project '{values['name']}' already exists", status=409, field="name")
+    project = Project(**values)
     session.add(project)
     session.flush()
     return project

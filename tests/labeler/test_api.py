@@ -142,7 +142,7 @@ def test_non_json_body_and_bad_project_fields(client, people, make_project):
     response = client.post("/api/v1/projects", json={"name": "has space"}, headers=people["admin"])
     assert response.status_code == 422 and response.get_json()["field"] == "name"
     response = client.post("/api/v1/projects/demo/tasks", json={"tasks": [{"prompt": "p", "responses": [{"text": "a"}]}]}, headers=people["admin"])
-    assert response.status_code == 422 and response.get_json()["field"] == "responses"
+    assert response.status_code == 422 and response.get_json()["field"] == "tasks[0].responses"
     assert "tasks[0]" in response.get_json()["error"]
 
 
@@ -186,7 +186,7 @@ def test_openapi_lists_every_api_route(app, client):
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert method.lower() in doc["paths"][path], f"{method} {path}"
     schemas = doc["components"]["schemas"]
-    assert set(schemas["AnnotationIn"]["properties"]) == {"ranking", "all_bad", "scores", "rationale", "edited_response", "seconds_spent"}
+    assert set(schemas["AnnotationIn"]["properties"]) == {"ranking", "all_bad", "scores", "rationale", "edited_response", "seconds_spent", "version"}
 
 
 def test_unknown_api_urls_answer_json_and_pages_stay_html(client, people):
