@@ -1,7 +1,8 @@
 """Assignment: who labels what next, under leases, so that no task gets more than `overlap` annotations.
 
 A task's load is its completed annotations plus its unexpired active leases. `next_task` leases the
-least-loaded task below the overlap that the annotator has not done (oldest first on ties). Both
+least-loaded task below the overlap that the annotator has not done (oldest first on ties); asked
+again while the annotator holds a lease, it renews that lease and returns the same task. Both
 functions read then write, so they must run inside `db.write()`: on SQLite that transaction holds the
 write lock from its first statement (BEGIN IMMEDIATE), which serialises concurrent annotators and makes
 the load count and the lease one atomic step.
@@ -18,19 +19,20 @@ from sqlalchemy.orm import Session
 
 from labeler.errors import LabelerError
 from labeler.models import Annotation, Assignment, Project, Task, User, utcnow
-from labeler.schemas import AnnotationIn, parse
+from labeler.schemas import MAX_LEASE_SECONDS, AnnotationIn, parse
 
 
 def lease_seconds_for(project: Project) -> int:
-    """The app's LEASE_SECONDS when set (> 0), else the project's own."""
+    """The app's LEASE_SECONDS when set (> 0), else the project's own; never beyond MAX_LEASE_SECONDS, so
+    that a row written before that bound existed cannot push an expiry past what a datetime holds."""
     try:
         from flask import current_app, has_app_context
 
         if has_app_context() and int(current_app.config.get("LEASE_SECONDS") or 0) > 0:
-            return int(current_app.config["LEASE_SECONDS"])
+            return min(int(current_app.config["LEASE_SECONDS"]), MAX_LEASE_SECONDS)
     except ImportError:  # plain-Python callers without Flask
         pass
-    return project.lease_seconds
+    return min(project.lease_seconds, MAX_LEASE_SECONDS)
 
 
 def shuffled_order(task: Task, user: User) -> list[int]:
@@ -85,7 +87,10 @@ def next_task(session: Session, project: Project, user: User, now: dt.datetime |
         .order_by(Assignment.leased_at, Task.id)
         .limit(1)
     ).first()
-    if held is not None:
+    lease = dt.timedelta(seconds=lease_seconds or lease_seconds_for(project))
+    if held is not None:  # asking again renews the lease the annotator holds (README, OpenAPI)
+        held.Assignment.expires_at = now + lease
+        session.flush()
         return held.Task, held.Assignment
     load = task_load(now)
     task = session.scalars(
@@ -94,7 +99,7 @@ def next_task(session: Session, project: Project, user: User, now: dt.datetime |
     ).first()
     if task is None:
         return None
-    expires_at = now + dt.timedelta(seconds=lease_seconds or lease_seconds_for(project))
+    expires_at = now + lease
     assignment = session.scalar(select(Assignment).where(Assignment.task_id == task.id, Assignment.user_id == user.id))
     if assignment is None:  # first visit: the display order is drawn once and kept for good
         assignment = Assignment(task_id=task.id, user_id=user.id, display_order=shuffled_order(task, user))

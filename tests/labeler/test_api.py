@@ -74,8 +74,10 @@ def test_admin_creates_project_pushes_tasks_and_annotator_labels(client, db, peo
     assert task["project"] == "api-demo" and task["prompt"] == "prompt 0" and len(task["responses"]) == 3
     assert {r["text"] for r in task["responses"]} == {"answer 0.0", "answer 0.1", "answer 0.2"}
     assert task["lease_expires_at"].endswith("Z")
-    # asking again returns the same lease, with the same order
-    assert client.get("/api/v1/projects/api-demo/next", headers=people["alice"]).get_json()["task"] == task
+    # asking again returns the same task in the same order, and renews the lease (README: "renew the one they hold")
+    again = client.get("/api/v1/projects/api-demo/next", headers=people["alice"]).get_json()["task"]
+    assert again["lease_expires_at"] > task["lease_expires_at"]
+    assert {**again, "lease_expires_at": None} == {**task, "lease_expires_at": None}
 
     payload = {"ranking": rank_in_display_order(task), "scores": {"helpful": {str(task["responses"][0]["id"]): 4}},
                "rationale": "first is clearest", "seconds_spent": 12.5}

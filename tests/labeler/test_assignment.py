@@ -172,3 +172,25 @@ def test_all_bad_without_ranking_ties_everything(db, make_user, make_project):
     annotation_id, _ = submit(db, task_id, alice, {"all_bad": True})
     with db.read() as session:
         assert session.get(Annotation, annotation_id).ranking == {str(r): 1 for r in order}
+
+
+def test_asking_again_renews_the_held_lease(db, make_user, make_project):
+    make_project("demo", n_tasks=1, overlap=1, lease_seconds=60)
+    alice, bob = make_user("alice"), make_user("bob")
+    t0 = utcnow()
+    task_id, order, first_expiry = lease(db, alice, now=t0)
+    assert first_expiry == t0 + dt.timedelta(seconds=60)
+    again = lease(db, alice, now=t0 + dt.timedelta(seconds=50))
+    assert again == (task_id, order, t0 + dt.timedelta(seconds=110))
+    # past the first expiry, inside the renewed one: still alice's, so bob gets nothing
+    assert lease(db, bob, now=t0 + dt.timedelta(seconds=100)) is None
+    assert lease(db, bob, now=t0 + dt.timedelta(seconds=111))[0] == task_id
+
+
+def test_a_lease_never_outgrows_a_datetime(db, make_user, make_project):
+    # a row from before lease_seconds was bounded (the API took 10**12) must not break next-task for ever
+    make_project("demo", n_tasks=1)
+    with db.write() as session:
+        session.scalar(select(Project)).lease_seconds = 10**12
+    task_id, _, expiry = lease(db, make_user("alice"))
+    assert expiry - utcnow() <= dt.timedelta(days=30)
