@@ -12,6 +12,8 @@ K = 2 and as a ranking when K > 2. The keyboard and drag-and-drop logic lives in
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import select
 
@@ -135,24 +137,36 @@ def history(name):
         return render_template("history.html", project=project, rows=rows)
 
 
+def form_int(value: str):
+    """A form field's digits as an int; anything else stays text, for the schema to refuse by name."""
+    return int(value) if re.fullmatch(r"[0-9]{1,19}", value) else value
+
+
 def payload_from_form(form, criteria: list[str]) -> dict:
     """The no-JavaScript path: rank-<response id> selects, score-<criterion index>-<response id> radios."""
     ranking, scores = {}, {}
     for key, value in form.items():
         if key.startswith("rank-") and value:
-            ranking[key[len("rank-"):]] = int(value) if value.isdigit() else value
+            ranking[key[len("rank-"):]] = form_int(value)
         elif key.startswith("score-") and value:
             _, index, rid = key.split("-", 2)
-            if index.isdigit() and int(index) < len(criteria):
-                scores.setdefault(criteria[int(index)], {})[rid] = int(value) if value.isdigit() else value
+            if isinstance(form_int(index), int) and form_int(index) < len(criteria):
+                scores.setdefault(criteria[int(index)], {})[rid] = form_int(value)
     all_bad = form.get("all_bad") in ("1", "on", "true")
+    try:
+        seconds = float(form.get("seconds_spent") or 0)
+    except ValueError:
+        raise LabelerError(f"field 'seconds_spent': expected a number, got {form['seconds_spent']!r:.40}", status=422,
+                           field="seconds_spent") from None
     payload = {
         "ranking": None if all_bad and not ranking else ranking,  # all bad, no order: stored all tied
         "all_bad": all_bad,
         "scores": scores,
         "rationale": form.get("rationale", ""),
-        "seconds_spent": float(form.get("seconds_spent") or 0),
+        "seconds_spent": seconds,
     }
+    if form.get("version", "").strip():  # an edit of an existing annotation names the version it replaces
+        payload["version"] = form_int(form["version"].strip())
     if form.get("edited_response", "").strip():
         payload["edited_response"] = form["edited_response"]
     return payload
@@ -175,14 +189,14 @@ def submit(name, task_id):
             else:
                 payload = payload_from_form(request.form, list(project.criteria or []))
             annotation, created = assignment.submit_annotation(s, task_id, user, payload)
-            annotation_id = annotation.id
-    except (LabelerError, ValueError) as err:
+            annotation_id, version = annotation.id, annotation.version
+    except LabelerError as err:
         status = getattr(err, "status", 400)
         if as_json or wants_json():
             return jsonify(error=str(err), field=getattr(err, "field", None)), status
         flash(str(err), "error")
         return redirect(next_url)
     if as_json:
-        return jsonify(annotation_id=annotation_id, created=created, next=next_url)
+        return jsonify(annotation_id=annotation_id, version=version, created=created, next=next_url)
     flash("Saved." if created else "Changes saved.", "ok")
     return redirect(next_url)

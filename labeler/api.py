@@ -52,6 +52,7 @@ def annotation_json(annotation: Annotation) -> dict:
         "id": annotation.id,
         "task_id": annotation.task_id,
         "user_id": annotation.user_id,
+        "version": annotation.version,
         "ranking": annotation.ranking,
         "all_bad": annotation.all_bad,
         "scores": annotation.scores,

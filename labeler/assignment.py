@@ -149,9 +149,12 @@ def submit_annotation(session: Session, task_id: int, user: User, payload: dict,
                       now: dt.datetime | None = None) -> tuple[Annotation, bool]:
     """Store this annotator's label for a task; returns (annotation, created).
 
-    A second submission by the same annotator (going back, a double click, a retry) updates the one
-    annotation in place. A first submission needs the annotator's lease: if it expired and others have
-    since filled the overlap, it is refused with 409 and nothing is written.
+    A first submission needs the annotator's lease: if it expired and others have since filled the
+    overlap, it is refused with 409 and nothing is written. Changing the annotation afterwards (going
+    back, an edit from the history) must name the version it replaces (`version`); a request without
+    it, or with an older one, is refused with 409 and writes nothing, so a delayed or retried request
+    never overwrites a newer label. A request that repeats exactly what is stored (a retry, a double
+    click) is answered with the stored annotation and writes nothing.
     """
     now = now or utcnow()
     task = session.get(Task, task_id)
@@ -160,17 +163,29 @@ def submit_annotation(session: Session, task_id: int, user: User, payload: dict,
     lock_project(session, task.project_id)
     project = session.get(Project, task.project_id)
     values = validate_payload(payload, task, project)
-    values.pop("version")
+    version = values.pop("version")
     assignment = session.scalar(select(Assignment).where(Assignment.task_id == task.id, Assignment.user_id == user.id))
     annotation = session.scalar(select(Annotation).where(Annotation.task_id == task.id, Annotation.user_id == user.id))
     if annotation is not None:
+        if all(getattr(annotation, key) == value for key, value in values.items()):
+            return annotation, False  # a retry of what is stored: nothing to write
+        if version is None:
+            raise LabelerError(f"task {task.id} already has your annotation {annotation.id} (version {annotation.version}); "
+                               f"to change it, send \"version\": {annotation.version}", status=409, field="version")
+        if version != annotation.version:
+            raise LabelerError(f"annotation {annotation.id} is at version {annotation.version}, not {version}: it changed "
+                               "since you read it; read it again before changing it", status=409, field="version")
         for key, value in values.items():
             setattr(annotation, key, value)
+        annotation.version += 1
         annotation.updated_at = now
         if assignment is not None:
             assignment.status = "done"
         session.flush()
         return annotation, False
+    if version is not None:
+        raise LabelerError(f"task {task.id} has no annotation of yours to update (you sent version {version}); "
+                           "leave version out to make one", status=409, field="version")
     if assignment is None:
         raise LabelerError(f"task {task.id} is not assigned to you: fetch it with GET /api/v1/projects/{project.name}/next",
                            status=409, field="task_id")
