@@ -140,7 +140,7 @@ def read_annotation(annotation_id: int):
         annotation = session.get(Annotation, annotation_id)
         # someone else's annotation answers exactly like a missing one: ids reveal nothing
         if annotation is None or (annotation.user_id != g.api_user.id and g.api_user.role != "admin"):
-            raise LabelerError(f"annotation {annotation_id} not found", status=404, field="annotation_id")
+            raise LabelerError(f"field 'annotation_id': annotation {annotation_id} not found", status=404, field="annotation_id")
         return jsonify(annotation=annotation_json(annotation))
 
 

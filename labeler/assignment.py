@@ -159,7 +159,7 @@ def submit_annotation(session: Session, task_id: int, user: User, payload: dict,
     now = now or utcnow()
     task = session.get(Task, task_id)
     if task is None:
-        raise LabelerError(f"task {task_id} does not exist", status=404, field="task_id")
+        raise LabelerError(f"field 'task_id': task {task_id} does not exist", status=404, field="task_id")
     lock_project(session, task.project_id)
     project = session.get(Project, task.project_id)
     values = validate_payload(payload, task, project)

@@ -398,7 +398,7 @@ def zip_export(session, export_id: int):
 
     row = session.get(Export, export_id)
     if row is None:
-        raise LabelerError(f"export {export_id} not found", status=404, field="export_id")
+        raise LabelerError(f"field 'export_id': export {export_id} not found", status=404, field="export_id")
     folder = Path(row.path)
     if not folder.is_dir():
         raise LabelerError(f"export {export_id}: its files at {folder} are gone", status=410, field="export_id")

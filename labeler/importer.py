@@ -55,10 +55,7 @@ def validate_tasks_file(path, k: int | None = None) -> list[dict]:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
-            try:
-                obj = loads_json(line)
-            except LabelerError as err:
-                raise LabelerError(f"{path}:{number}: {err}", status=err.status, field=err.field) from None
+            obj = loads_json(line, where=f"{path}:{number}")
             tasks.append(validate_task(obj, f"{path}:{number}", k))
     if not tasks:
         raise LabelerError(f"{path}: the file has no tasks", field="file")

@@ -326,25 +326,25 @@ def parse(model: type[Payload], data, where: str | None = None):
 SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def check_json_value(value) -> None:
+def check_json_value(value, where: str | None = None) -> None:
     """Depth at most MAX_JSON_DEPTH and no lone surrogates in any string or key, walked without recursion."""
+    prefix = f"{where}: " if where else ""
     stack = [(value, "", 1)]
     while stack:
         item, path, depth = stack.pop()
+        field = path or "body"
         if depth > MAX_JSON_DEPTH:
-            raise LabelerError(f"field '{path}': JSON nested deeper than {MAX_JSON_DEPTH} levels", status=400, field=path or "body")
+            raise LabelerError(f"{prefix}field '{field}': JSON nested deeper than {MAX_JSON_DEPTH} levels", status=400, field=field)
         if isinstance(item, str):
             found = SURROGATE.search(item)
             if found:
-                raise LabelerError(f"field '{path or 'body'}': a lone surrogate (U+{ord(found.group()):04X}) is not text",
-                                   status=422, field=path or "body")
+                raise LabelerError(f"{prefix}field '{field}': a lone surrogate (U+{ord(found.group()):04X}) is not text",
+                                   status=422, field=field)
         elif isinstance(item, dict):
             for key, child in item.items():
-                child_path = f"{path}.{key}" if path else key
                 if SURROGATE.search(key):
-                    raise LabelerError(f"field '{path or 'body'}': a key holds a lone surrogate, which is not text",
-                                       status=422, field=path or "body")
-                stack.append((child, child_path, depth + 1))
+                    raise LabelerError(f"{prefix}field '{field}': a key holds a lone surrogate, which is not text", status=422, field=field)
+                stack.append((child, f"{path}.{key}" if path else key, depth + 1))
         elif isinstance(item, list):
             stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in enumerate(item))
 
@@ -353,19 +353,21 @@ def reject_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
-def loads_json(data: bytes | str):
-    """Strict JSON: UTF-8, no NaN/Infinity, not too deep, no lone surrogates; a 400/422 naming the body otherwise."""
+def loads_json(data: bytes | str, where: str | None = None):
+    """Strict JSON: UTF-8, no NaN/Infinity, not too deep, no lone surrogates; otherwise a 400/422 naming
+    the field ('body' for the whole document), prefixed with `where` (a file:line) when given."""
+    prefix = f"{where}: " if where else "field 'body': "
     try:
         text_value = data.decode("utf-8") if isinstance(data, bytes) else data
     except UnicodeDecodeError as err:
-        raise LabelerError(f"not UTF-8 (bad byte at offset {err.start})", status=400, field="body") from None
+        raise LabelerError(f"{prefix}not UTF-8 (bad byte at offset {err.start})", status=400, field="body") from None
     try:
         value = json.loads(text_value, parse_constant=reject_constant)
     except RecursionError:
-        raise LabelerError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", status=400, field="body") from None
+        raise LabelerError(f"{prefix}JSON nested deeper than {MAX_JSON_DEPTH} levels", status=400, field="body") from None
     except ValueError as err:  # JSONDecodeError, NaN, an integer of more than 4300 digits
-        raise LabelerError(f"not valid JSON ({str(err)[:120]})", status=400, field="body") from None
-    check_json_value(value)
+        raise LabelerError(f"{prefix}not valid JSON ({str(err)[:120]})", status=400, field="body") from None
+    check_json_value(value, where)
     return value
 
 

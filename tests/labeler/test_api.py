@@ -107,7 +107,7 @@ def test_other_users_annotation_is_404_and_unassigned_task_409(client, make_proj
     response = client.get(f"/api/v1/annotations/{annotation_id}", headers=people["bob"])
     assert response.status_code == 404
     assert response.get_json() == client.get("/api/v1/annotations/999999", headers=people["bob"]).get_json() | {
-        "error": f"annotation {annotation_id} not found"}
+        "error": f"field 'annotation_id': annotation {annotation_id} not found"}
     assert client.get(f"/api/v1/annotations/{annotation_id}", headers=people["admin"]).status_code == 200
     # bob cannot write onto alice's task (overlap 1, alice holds it): no lease -> 409
     response = client.post(f"/api/v1/tasks/{task['id']}/annotations", json={"ranking": rank_in_display_order(task)}, headers=people["bob"])
