@@ -51,7 +51,10 @@ def handle_http_error(err):
     if err.code is None or err.code >= 500:
         return err
     if answers_json():
-        return error_response(f"{err.description} ({request.method} {request.path})", err.code, None)
+        response, status = error_response(f"{err.description} ({request.method} {request.path})", err.code, None)
+        if getattr(err, "valid_methods", None):  # 405 says what is allowed (RFC 9110)
+            response.headers["Allow"] = ", ".join(err.valid_methods)
+        return response, status
     return err
 
 

@@ -49,8 +49,10 @@ def text(max_length: int = MAX_TEXT, min_length: int = 0, description: str | Non
 
 
 Id = bounded_int(1, MAX_ID)
-Name = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^\S(?:.*\S)?$",
-                            description="no leading or trailing spaces")]
+# Patterns use only explicit character classes: pydantic runs them as Rust regexes, JSON Schema reads them
+# as ECMA-262 and a fuzzer as Python's re, which disagree on \s, \S and '.' (U+0085 is space to two of them).
+Name = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[^\u0000-\u0020]+(?: [^\u0000-\u0020]+)*$",
+                            description="words separated by single spaces; no control characters")]
 ResponseId = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,18}$", description="a response id, as a string key")]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 JsonObject = dict[str, Any]
@@ -101,7 +103,7 @@ def prompt_kind(value) -> str | None:
 UNION_TAGS = {"prompt-text", "prompt-messages"}  # left out of field paths in error messages
 Prompt = Annotated[
     Union[
-        Annotated[Annotated[str, Field(min_length=1, max_length=MAX_TEXT, pattern=r"\S")], Tag("prompt-text")],
+        Annotated[Annotated[str, Field(min_length=1, max_length=MAX_TEXT, pattern=r"[^\u0000-\u0020]")], Tag("prompt-text")],
         Annotated[Annotated[list[Message], Field(min_length=1, max_length=1000)], Tag("prompt-messages")],
     ],
     Discriminator(prompt_kind, custom_error_type="prompt_type",
