@@ -34,7 +34,7 @@ def find_project(session: Session, project: Project | int | str) -> Project:
     else:
         found = session.scalar(select(Project).where(Project.name == project))
     if found is None:
-        raise LabelerError(f"project {project!r} does not exist", status=404, field="project")
+        raise LabelerError(f"project {project!r:.130} does not exist", status=404, field="project")
     return found
 
 
