@@ -18,7 +18,7 @@ from labeler.db import get_db
 from labeler.errors import LabelerError
 from labeler.models import Annotation, Export, Project, Task, User
 from labeler.render import render_bar_chart, render_conversation, render_markdown
-from labeler.schemas import AGGREGATIONS, ExportIn, parse
+from labeler.schemas import AGGREGATIONS, ExportIn, form_int, parse
 from labeler.security import admin_required, current_user
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -101,10 +101,10 @@ def gold_from_form(form, task: Task) -> dict:
     ids = [str(r.id) for r in task.responses]
     ranking = {}
     for rid in ids:
-        value = form.get(f"rank-{rid}", "")
-        if not value.isdigit() or not 1 <= int(value) <= len(ids):
-            raise LabelerError(f"gold ranking: response {rid} needs a rank from 1 to {len(ids)}", field=f"rank-{rid}")
-        ranking[rid] = int(value)
+        value = form_int(form.get(f"rank-{rid}", ""))
+        if not isinstance(value, int) or not 1 <= value <= len(ids):
+            raise LabelerError(f"gold ranking: response {rid} needs a rank from 1 to {len(ids)}", status=422, field=f"rank-{rid}")
+        ranking[rid] = value
     return ranking
 
 

@@ -12,8 +12,6 @@ K = 2 and as a ranking when K > 2. The keyboard and drag-and-drop logic lives in
 
 from __future__ import annotations
 
-import re
-
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import select
 
@@ -23,7 +21,7 @@ from labeler.db import get_db
 from labeler.errors import LabelerError
 from labeler.models import Annotation, Project, Task, User
 from labeler.render import render_conversation, render_markdown
-from labeler.schemas import read_json_body
+from labeler.schemas import form_int, read_json_body
 from labeler.security import current_user, login_required, wants_json
 
 bp = Blueprint("annotate", __name__)
@@ -137,11 +135,6 @@ def history(name):
         return render_template("history.html", project=project, rows=rows)
 
 
-def form_int(value: str):
-    """A form field's digits as an int; anything else stays text, for the schema to refuse by name."""
-    return int(value) if re.fullmatch(r"[0-9]{1,19}", value) else value
-
-
 def payload_from_form(form, criteria: list[str]) -> dict:
     """The no-JavaScript path: rank-<response id> selects, score-<criterion index>-<response id> radios."""
     ranking, scores = {}, {}
@@ -149,9 +142,10 @@ def payload_from_form(form, criteria: list[str]) -> dict:
         if key.startswith("rank-") and value:
             ranking[key[len("rank-"):]] = form_int(value)
         elif key.startswith("score-") and value:
-            _, index, rid = key.split("-", 2)
-            if isinstance(form_int(index), int) and form_int(index) < len(criteria):
-                scores.setdefault(criteria[int(index)], {})[rid] = form_int(value)
+            index, _, rid = key[len("score-"):].partition("-")
+            index = form_int(index)
+            if isinstance(index, int) and index < len(criteria) and rid:
+                scores.setdefault(criteria[index], {})[rid] = form_int(value)
     all_bad = form.get("all_bad") in ("1", "on", "true")
     try:
         seconds = float(form.get("seconds_spent") or 0)

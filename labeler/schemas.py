@@ -373,6 +373,11 @@ def loads_json(data: bytes | str, where: str | None = None):
     return value
 
 
+def form_int(value: str):
+    """A web form field's digits as an int; anything else stays text, for the schema to refuse by name."""
+    return int(value) if re.fullmatch(r"[0-9]{1,19}", value) else value
+
+
 def read_json_body(optional: bool = False):
     """The request's JSON body as loaded by `loads_json`; an empty body is {} when `optional`."""
     from flask import request

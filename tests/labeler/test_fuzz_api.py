@@ -43,7 +43,7 @@ def run_schemathesis(base_url: str, token: str, config: str, tmp_path: Path, nam
                "-H", f"Authorization: Bearer {token}", "--max-examples", str(MAX_EXAMPLES), "--seed", "11", "-w", "1",
                "--phases", "examples,coverage,fuzzing,stateful", "--request-timeout", "30",
                "--report", "json", "--report-json-path", str(report)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)  # its cache stays in tmp
     assert report.is_file(), done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(report.read_text(encoding="utf-8"))
     assert done.returncode == 0 and result["failures"] == [] and result["errors"] == [], done.stdout[-6000:]

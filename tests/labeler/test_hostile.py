@@ -217,3 +217,43 @@ def test_the_document_states_what_the_server_enforces(world):
     assert schemas["AnnotationIn"]["properties"]["version"]["anyOf"][0]["maximum"] == 2**63 - 1
     task_id = doc["paths"]["/api/v1/tasks/{task_id}/annotations"]["post"]["parameters"][0]["schema"]
     assert task_id == {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+
+
+def logged_in(app, username: str):
+    client = app.test_client()
+    token = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/login").text).group(1)
+    assert client.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": token}).status_code == 302
+    return client, re.search(r'name="csrf-token" content="([^"]+)"', client.get("/").text).group(1)
+
+
+@pytest.mark.parametrize("field_value", [("rank-{rid}", "²"), ("rank-{rid}", DIGITS_400), ("score-0-{rid}", "9" * 30),
+                                         ("score-0-{rid}", "6"), ("seconds_spent", "nan"), ("version", "²")])
+def test_hostile_annotation_forms_are_refused_and_write_nothing(db, app, world, field_value):
+    # the no-JavaScript form: odd keys and values are refused by name, never a 500
+    client, token = logged_in(app, "alice")
+    rid = next(iter(world["open_ranking"]))
+    key, value = field_value[0].format(rid=rid), field_value[1]
+    form = {"csrf_token": token, **{f"rank-{r}": str(rank) for r, rank in world["open_ranking"].items()}, key: value}
+    before = snapshot(db)
+    response = client.post(f"/projects/demo/tasks/{world['open_task']['id']}/submit", data=form, headers={"Accept": "application/json"})
+    assert response.status_code == 422 and response.is_json, response.get_data(as_text=True)[:300]
+    assert response.get_json()["field"].split(".")[0] in (key.split("-")[0].replace("rank", "ranking").replace("score", "scores"), key)
+    assert snapshot(db) == before
+
+
+def test_malformed_score_keys_in_the_form_are_ignored_not_a_500(db, app, world):
+    client, token = logged_in(app, "alice")
+    form = {"csrf_token": token, **{f"rank-{r}": str(rank) for r, rank in world["open_ranking"].items()}, "score-0": "3", "score-x-1": "3"}
+    before = len(snapshot(db)["annotation"])
+    response = client.post(f"/projects/demo/tasks/{world['open_task']['id']}/submit", data=form)
+    assert response.status_code == 302 and len(snapshot(db)["annotation"]) == before + 1
+
+
+def test_hostile_gold_form_is_refused_and_writes_nothing(db, app, world):
+    client, token = logged_in(app, "admin")
+    task_id = world["open_task"]["id"]
+    before = snapshot(db)
+    form = {"csrf_token": token, **{f"rank-{r}": "²" for r in world["open_ranking"]}}
+    response = client.post(f"/admin/projects/demo/tasks/{task_id}/gold", data=form)
+    assert response.status_code == 302 and snapshot(db) == before
+    assert "needs a rank from 1 to 2" in client.get(f"/admin/projects/demo/tasks/{task_id}").text
