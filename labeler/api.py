@@ -21,7 +21,6 @@ from labeler.schemas import ExportIn, ProjectIn, TasksIn, parse, read_json_body
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 
-
 @bp.before_request
 def authenticate():
     if request.endpoint == "api.openapi":

@@ -27,6 +27,7 @@ MAX_TEXT = 100_000  # characters in a prompt, response, rationale, edit or guide
 MAX_SECONDS_SPENT = 7 * 24 * 3600.0
 MAX_TASKS_PER_CALL = 10_000
 MAX_JSON_DEPTH = 32  # the deepest real payload (a task's meta) is far shallower
+NO_NUL = r"^[^\u0000]*$"
 PROJECT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$"  # names appear in URLs: /api/v1/projects/<name>
 AGGREGATIONS = ("majority", "bradley-terry")
 MESSAGE_ROLES = ("system", "user", "assistant", "tool")
@@ -45,7 +46,8 @@ def bounded_int(low: int, high: int, description: str | None = None):
 
 
 def text(max_length: int = MAX_TEXT, min_length: int = 0, description: str | None = None):
-    return Annotated[str, Field(min_length=min_length, max_length=max_length, description=description)]
+    # no NUL: PostgreSQL's text cannot hold one, and no one means to send it
+    return Annotated[str, Field(min_length=min_length, max_length=max_length, pattern=NO_NUL, description=description)]
 
 
 Id = bounded_int(1, MAX_ID)
@@ -103,7 +105,7 @@ def prompt_kind(value) -> str | None:
 UNION_TAGS = {"prompt-text", "prompt-messages"}  # left out of field paths in error messages
 Prompt = Annotated[
     Union[
-        Annotated[Annotated[str, Field(min_length=1, max_length=MAX_TEXT, pattern=r"[^\u0000-\u0020]")], Tag("prompt-text")],
+        Annotated[Annotated[str, Field(min_length=1, max_length=MAX_TEXT, pattern=r"^[^\u0000]*[^\u0000-\u0020][^\u0000]*$")], Tag("prompt-text")],
         Annotated[Annotated[list[Message], Field(min_length=1, max_length=1000)], Tag("prompt-messages")],
     ],
     Discriminator(prompt_kind, custom_error_type="prompt_type",
@@ -325,11 +327,11 @@ def parse(model: type[Payload], data, where: str | None = None):
         raise LabelerError(f"{prefix}field '{field}': {message}{more}", status=422, field=field) from None
 
 
-SURROGATE = re.compile("[\ud800-\udfff]")
+NOT_TEXT = re.compile("[\ud800-\udfff\x00]")  # lone surrogates cannot be encoded; PostgreSQL refuses NUL
 
 
 def check_json_value(value, where: str | None = None) -> None:
-    """Depth at most MAX_JSON_DEPTH and no lone surrogates in any string or key, walked without recursion."""
+    """Depth at most MAX_JSON_DEPTH and no lone surrogate or NUL in any string or key, walked without recursion."""
     prefix = f"{where}: " if where else ""
     stack = [(value, "", 1)]
     while stack:
@@ -338,14 +340,14 @@ def check_json_value(value, where: str | None = None) -> None:
         if depth > MAX_JSON_DEPTH:
             raise LabelerError(f"{prefix}field '{field}': JSON nested deeper than {MAX_JSON_DEPTH} levels", status=400, field=field)
         if isinstance(item, str):
-            found = SURROGATE.search(item)
+            found = NOT_TEXT.search(item)
             if found:
-                raise LabelerError(f"{prefix}field '{field}': a lone surrogate (U+{ord(found.group()):04X}) is not text",
-                                   status=422, field=field)
+                what = "a NUL character" if found.group() == "\x00" else f"a lone surrogate (U+{ord(found.group()):04X})"
+                raise LabelerError(f"{prefix}field '{field}': {what} is not allowed in text", status=422, field=field)
         elif isinstance(item, dict):
             for key, child in item.items():
-                if SURROGATE.search(key):
-                    raise LabelerError(f"{prefix}field '{field}': a key holds a lone surrogate, which is not text", status=422, field=field)
+                if NOT_TEXT.search(key):
+                    raise LabelerError(f"{prefix}field '{field}': a key holds a lone surrogate or NUL, which is not allowed", status=422, field=field)
                 stack.append((child, f"{path}.{key}" if path else key, depth + 1))
         elif isinstance(item, list):
             stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in enumerate(item))
@@ -356,7 +358,7 @@ def reject_constant(name: str):
 
 
 def loads_json(data: bytes | str, where: str | None = None):
-    """Strict JSON: UTF-8, no NaN/Infinity, not too deep, no lone surrogates; otherwise a 400/422 naming
+    """Strict JSON: UTF-8, no NaN/Infinity, not too deep, no lone surrogate or NUL; otherwise a 400/422 naming
     the field ('body' for the whole document), prefixed with `where` (a file:line) when given."""
     prefix = f"{where}: " if where else "field 'body': "
     try:

@@ -87,6 +87,7 @@ def test_ids_beyond_signed_64_bit_in_web_urls_are_404_pages(db, app, world):
     ({"scores": {"helpful": []}}, "scores.helpful"),
     ({"rationale": "a\ud800b"}, "rationale"),
     ({"edited_response": "fine \udfff"}, "edited_response"),
+    ({"rationale": "nul \u0000 inside"}, "rationale"),  # PostgreSQL's text cannot hold a NUL
     ({"version": BIG}, "version"),
     ({"ranking": None}, "ranking"),
 ])
@@ -227,7 +228,7 @@ def logged_in(app, username: str):
 
 
 @pytest.mark.parametrize("field_value", [("rank-{rid}", "²"), ("rank-{rid}", DIGITS_400), ("score-0-{rid}", "9" * 30),
-                                         ("score-0-{rid}", "6"), ("seconds_spent", "nan"), ("version", "²")])
+                                         ("score-0-{rid}", "6"), ("seconds_spent", "nan"), ("version", "²"), ("rationale", "a\x00b")])
 def test_hostile_annotation_forms_are_refused_and_write_nothing(db, app, world, field_value):
     # the no-JavaScript form: odd keys and values are refused by name, never a 500
     client, token = logged_in(app, "alice")
