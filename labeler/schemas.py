@@ -314,7 +314,8 @@ def parse(model: type[Payload], data, where: str | None = None):
         first = errors[0]
         field = field_path(first["loc"])
         if first["type"] == "extra_forbidden":
-            message = "unknown key"
+            allowed = f" (allowed: {', '.join(model.model_fields)})" if len(first["loc"]) == 1 else ""
+            message = f"unknown key{allowed}"
         elif first["type"] == "missing":
             message = "required"
         else:
