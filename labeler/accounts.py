@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from labeler.errors import LabelerError
-from labeler.models import ROLES, ApiToken, User
+from labeler.models import ApiToken, User
+from labeler.schemas import TokenIn, UserIn, parse
 
 TOKEN_PREFIX = "lbl_"  # makes a leaked token easy to recognise in logs and secret scanners
 
@@ -28,18 +29,11 @@ def check_password(user: User | None, password: str) -> bool:
 
 
 def create_user(session: Session, username: str, password: str, role: str = "annotator", simulated: bool = False) -> User:
-    username = (username or "").strip()
-    if not username:
-        raise LabelerError("username must not be empty", field="username")
-    if len(username) > 80:
-        raise LabelerError(f"username '{username[:20]}...' is longer than 80 characters", field="username")
-    if role not in ROLES:
-        raise LabelerError(f"role '{role}' is unknown: use one of {', '.join(ROLES)}", field="role")
-    if not password:
-        raise LabelerError("password must not be empty", field="password")
+    values = parse(UserIn, {"username": (username or "").strip(), "password": password, "role": role, "simulated": simulated})
+    username = values.username
     if session.scalar(select(User).where(User.username == username)) is not None:
         raise LabelerError(f"user '{username}' already exists", status=409, field="username")
-    user = User(username=username, password_hash=hash_password(password), role=role, active=True, simulated=simulated)
+    user = User(username=username, password_hash=hash_password(password), role=values.role, active=True, simulated=values.simulated)
     session.add(user)
     session.flush()
     return user
@@ -67,8 +61,9 @@ def hash_token(token: str) -> str:
 
 def create_token(session: Session, user: User, name: str = "") -> str:
     """A new API token for `user`; the plain token is returned here and never stored."""
+    name = parse(TokenIn, {"name": name}).name
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiToken(user_id=user.id, name=name[:80], token_hash=hash_token(token)))
+    session.add(ApiToken(user_id=user.id, name=name, token_hash=hash_token(token)))
     session.flush()
     return token
 

@@ -10,34 +10,27 @@
 from __future__ import annotations
 
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, flash, redirect, render_template, request, send_file, url_for
 from sqlalchemy import func, select
 
 from labeler.arena import arena_results, arena_votes
 from labeler import projects, quality
-from labeler.app import get_db, new_export_dir
+from labeler.db import get_db
 from labeler.errors import LabelerError
 from labeler.models import Annotation, Export, Project, Task, User
 from labeler.render import render_bar_chart, render_conversation, render_markdown
+from labeler.schemas import AGGREGATIONS, ExportIn, form_int, parse
 from labeler.security import admin_required, current_user
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 TASKS_SHOWN = 200
-AGGREGATIONS = ("majority", "bradley-terry")
 
 
 @bp.before_request
 @admin_required
 def require_admin():
     return None  # admin_required answers 403 (or the login redirect) before any view here runs
-
-
-def load_project(s, name: str) -> Project:
-    project = s.scalar(select(Project).where(Project.name == name))
-    if project is None:
-        abort(404)
-    return project
 
 
 @bp.get("")
@@ -68,7 +61,7 @@ def quality_charts(annotators: list[dict]) -> list:
 @bp.get("/projects/<name>")
 def project(name):
     with get_db().read() as s:
-        p = load_project(s, name)
+        p = projects.find_project(s, name)
         stats = quality.project_quality(s, p)
         n_annotations = (
             select(func.count(Annotation.id)).where(Annotation.task_id == Task.id).correlate(Task).scalar_subquery()
@@ -87,14 +80,14 @@ def project(name):
 def load_task(s, project: Project, task_id: int) -> Task:
     task = s.get(Task, task_id)
     if task is None or task.project_id != project.id:
-        abort(404)
+        raise LabelerError(f"task {task_id} not found in project '{project.name}'", status=404, field="task_id")
     return task
 
 
 @bp.get("/projects/<name>/tasks/<int:task_id>")
 def task(name, task_id):
     with get_db().read() as s:
-        p = load_project(s, name)
+        p = projects.find_project(s, name)
         t = load_task(s, p, task_id)
         gold = {str(k): v for k, v in (t.gold_ranking or {}).items()}
         responses = [{"id": r.id, "key": i + 1, "model": r.model, "html": render_markdown(r.text), "gold": gold.get(str(r.id))}
@@ -110,10 +103,10 @@ def gold_from_form(form, task: Task) -> dict:
     ids = [str(r.id) for r in task.responses]
     ranking = {}
     for rid in ids:
-        value = form.get(f"rank-{rid}", "")
-        if not value.isdigit() or not 1 <= int(value) <= len(ids):
-            raise LabelerError(f"gold ranking: response {rid} needs a rank from 1 to {len(ids)}", field=f"rank-{rid}")
-        ranking[rid] = int(value)
+        value = form_int(form.get(f"rank-{rid}", ""))
+        if not isinstance(value, int) or not 1 <= value <= len(ids):
+            raise LabelerError(f"gold ranking: response {rid} needs a rank from 1 to {len(ids)}", status=422, field=f"rank-{rid}")
+        ranking[rid] = value
     return ranking
 
 
@@ -121,7 +114,7 @@ def gold_from_form(form, task: Task) -> dict:
 def mark_gold(name, task_id):
     try:
         with get_db().write() as s:
-            p = load_project(s, name)
+            p = projects.find_project(s, name)
             t = load_task(s, p, task_id)
             if request.form.get("action") == "clear":
                 t.is_gold, t.gold_ranking = False, None
@@ -136,33 +129,28 @@ def mark_gold(name, task_id):
     return redirect(url_for(".task", name=name, task_id=task_id))
 
 
-def optional_fraction(form, field: str) -> float | None:
-    value = form.get(field, "").strip()
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise LabelerError(f"{field}: expected a number between 0 and 1, got {value!r}", field=field) from None
+def export_filters_from_form(form) -> dict:
+    """The export form's fields as labeler.schemas.ExportIn (numbers typed as text; empty means unset)."""
+    values = {"aggregation": form.get("aggregation", "majority")}
+    for field in ("min_agreement", "min_gold_accuracy", "test_fraction"):
+        value = form.get(field, "").strip()
+        if value:
+            try:
+                values[field] = float(value)
+            except ValueError:
+                raise LabelerError(f"field '{field}': expected a number, got {value!r}", status=422, field=field) from None
+    return parse(ExportIn, values).model_dump()
 
 
 @bp.post("/projects/<name>/exports")
 def create_export(name):
-    from labeler.export import export_project
+    from labeler.export import export_project, new_export_dir
 
-    out_dir = new_export_dir(name)
     try:
         with get_db().read() as s:
-            load_project(s, name)
-        test_fraction = optional_fraction(request.form, "test_fraction")
-        result = export_project(
-            get_db(), name, out_dir,
-            aggregation=request.form.get("aggregation", "majority"),
-            min_agreement=optional_fraction(request.form, "min_agreement"),
-            min_gold_accuracy=optional_fraction(request.form, "min_gold_accuracy"),
-            test_fraction=0.1 if test_fraction is None else test_fraction,
-            created_by=current_user().id,
-        )
+            projects.find_project(s, name)
+        filters = export_filters_from_form(request.form)
+        result = export_project(get_db(), name, new_export_dir(name), **filters, created_by=current_user().id)
         flash(f"Export {result['id']} written: {result['content_hash'][:12]}…", "ok")
     except LabelerError as err:
         flash(f"Export failed: {err}", "error")
@@ -174,9 +162,6 @@ def download_export(export_id):
     # The API's download route takes a Bearer token; this one serves the same zip to a logged-in admin.
     from labeler.export import zip_export
 
-    try:
-        with get_db().read() as s:
-            buffer = zip_export(s, export_id)
-    except LabelerError as err:
-        abort(err.status)
+    with get_db().read() as s:
+        buffer = zip_export(s, export_id)
     return send_file(buffer, mimetype="application/zip", as_attachment=True, download_name=f"export-{export_id}.zip")

@@ -12,26 +12,21 @@ K = 2 and as a ranking when K > 2. The keyboard and drag-and-drop logic lives in
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from labeler import assignment
-from labeler.app import get_db
+from labeler.projects import find_project
+from labeler.db import get_db
 from labeler.errors import LabelerError
 from labeler.models import Annotation, Project, Task, User
 from labeler.render import render_conversation, render_markdown
+from labeler.schemas import form_int, read_json_body
 from labeler.security import current_user, login_required, wants_json
 
 bp = Blueprint("annotate", __name__)
 
 HISTORY_LIMIT = 50
-
-
-def load_project(s, name: str) -> Project:
-    project = s.scalar(select(Project).where(Project.name == name))
-    if project is None:
-        abort(404)
-    return project
 
 
 def slot_label(index: int, k: int) -> str:
@@ -97,7 +92,7 @@ def index():
 def next_task(name):
     with get_db().write() as s:  # leasing a task writes: take the write lock up front
         user = s.get(User, current_user().id)
-        project = load_project(s, name)
+        project = find_project(s, name)
         found = assignment.next_task(s, project, user)
         if found is None:
             return render_template("done.html", project=project, progress=assignment.progress(s, project, user))
@@ -111,7 +106,7 @@ def load_own_annotation(s, project: Project, user: User, annotation_id: int) -> 
     """Only the annotator's own annotations exist for them: any other id is a 404, not a 403 (no probing)."""
     annotation = s.get(Annotation, annotation_id)
     if annotation is None or annotation.user_id != user.id or annotation.task.project_id != project.id:
-        abort(404)
+        raise LabelerError(f"annotation {annotation_id} not found in project '{project.name}'", status=404, field="annotation_id")
     return annotation
 
 
@@ -120,7 +115,7 @@ def load_own_annotation(s, project: Project, user: User, annotation_id: int) -> 
 def edit(name, annotation_id):
     with get_db().read() as s:
         user = s.get(User, current_user().id)
-        project = load_project(s, name)
+        project = find_project(s, name)
         annotation = load_own_annotation(s, project, user, annotation_id)
         view = build_task_view(project, annotation.task, annotation.display_order, annotation)
         recent = [a.id for a in assignment.previous_annotations(s, project, user, HISTORY_LIMIT)]
@@ -134,7 +129,7 @@ def edit(name, annotation_id):
 def history(name):
     with get_db().read() as s:
         user = s.get(User, current_user().id)
-        project = load_project(s, name)
+        project = find_project(s, name)
         annotations = assignment.previous_annotations(s, project, user, HISTORY_LIMIT)
         rows = [{"annotation": a, "prompt_html": render_conversation(a.task.prompt.prompt)} for a in annotations]
         return render_template("history.html", project=project, rows=rows)
@@ -145,19 +140,27 @@ def payload_from_form(form, criteria: list[str]) -> dict:
     ranking, scores = {}, {}
     for key, value in form.items():
         if key.startswith("rank-") and value:
-            ranking[key[len("rank-"):]] = int(value) if value.isdigit() else value
+            ranking[key[len("rank-"):]] = form_int(value)
         elif key.startswith("score-") and value:
-            _, index, rid = key.split("-", 2)
-            if index.isdigit() and int(index) < len(criteria):
-                scores.setdefault(criteria[int(index)], {})[rid] = int(value) if value.isdigit() else value
+            index, _, rid = key[len("score-"):].partition("-")
+            index = form_int(index)
+            if isinstance(index, int) and index < len(criteria) and rid:
+                scores.setdefault(criteria[index], {})[rid] = form_int(value)
     all_bad = form.get("all_bad") in ("1", "on", "true")
+    try:
+        seconds = float(form.get("seconds_spent") or 0)
+    except ValueError:
+        raise LabelerError(f"field 'seconds_spent': expected a number, got {form['seconds_spent']!r:.40}", status=422,
+                           field="seconds_spent") from None
     payload = {
         "ranking": None if all_bad and not ranking else ranking,  # all bad, no order: stored all tied
         "all_bad": all_bad,
         "scores": scores,
         "rationale": form.get("rationale", ""),
-        "seconds_spent": float(form.get("seconds_spent") or 0),
+        "seconds_spent": seconds,
     }
+    if form.get("version", "").strip():  # an edit of an existing annotation names the version it replaces
+        payload["version"] = form_int(form["version"].strip())
     if form.get("edited_response", "").strip():
         payload["edited_response"] = form["edited_response"]
     return payload
@@ -171,25 +174,23 @@ def submit(name, task_id):
     try:
         with get_db().write() as s:
             user = s.get(User, current_user().id)
-            project = load_project(s, name)
+            project = find_project(s, name)
             task = s.get(Task, task_id)
             if task is None or task.project_id != project.id:
-                abort(404)
+                raise LabelerError(f"task {task_id} not found in project '{project.name}'", status=404, field="task_id")
             if as_json:
-                payload = request.get_json(silent=True)
-                if not isinstance(payload, dict):
-                    raise LabelerError("request body must be a JSON object", status=400, field="body")
+                payload = read_json_body()
             else:
                 payload = payload_from_form(request.form, list(project.criteria or []))
             annotation, created = assignment.submit_annotation(s, task_id, user, payload)
-            annotation_id = annotation.id
-    except (LabelerError, ValueError) as err:
+            annotation_id, version = annotation.id, annotation.version
+    except LabelerError as err:
         status = getattr(err, "status", 400)
         if as_json or wants_json():
             return jsonify(error=str(err), field=getattr(err, "field", None)), status
         flash(str(err), "error")
         return redirect(next_url)
     if as_json:
-        return jsonify(annotation_id=annotation_id, created=created, next=next_url)
+        return jsonify(annotation_id=annotation_id, version=version, created=created, next=next_url)
     flash("Saved." if created else "Changes saved.", "ok")
     return redirect(next_url)

@@ -11,31 +11,14 @@ import json
 
 from flask import Blueprint, current_app, g, jsonify, request, send_file, url_for
 from sqlalchemy import select
-from werkzeug.exceptions import HTTPException
 
 from labeler import accounts, assignment, importer, projects
-from labeler.app import get_db, new_export_dir
+from labeler.db import get_db
 from labeler.errors import LabelerError
 from labeler.models import Annotation, Project, Task, User
+from labeler.schemas import ExportIn, ProjectIn, TasksIn, parse, read_json_body
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
-
-EXPORT_FILTERS = {"aggregation", "min_agreement", "min_gold_accuracy", "test_fraction"}
-AGGREGATIONS = ("majority", "bradley-terry")
-PROJECT_FIELDS = {"name", "k", "overlap", "criteria", "guidelines", "lease_seconds", "allow_edit", "ask_rationale"}
-
-
-@bp.errorhandler(LabelerError)
-def labeler_error(err: LabelerError):
-    response = jsonify(error=str(err), field=err.field)
-    if err.status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="labeler"'
-    return response, err.status
-
-
-@bp.errorhandler(HTTPException)
-def http_error(err: HTTPException):
-    return jsonify(error=err.description, field=None), err.code
 
 
 @bp.before_request
@@ -59,13 +42,6 @@ def require_admin() -> None:
         raise LabelerError("this call is for admins only", status=403, field="Authorization")
 
 
-def read_body() -> dict:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise LabelerError("the request body must be a JSON object (Content-Type: application/json)", status=400, field="body")
-    return body
-
-
 def iso(value) -> str | None:
     return value.isoformat() + "Z" if value is not None else None
 
@@ -75,6 +51,7 @@ def annotation_json(annotation: Annotation) -> dict:
         "id": annotation.id,
         "task_id": annotation.task_id,
         "user_id": annotation.user_id,
+        "version": annotation.version,
         "ranking": annotation.ranking,
         "all_bad": annotation.all_bad,
         "scores": annotation.scores,
@@ -117,14 +94,9 @@ def list_projects():
 @bp.post("/projects")
 def create_project():
     require_admin()
-    body = read_body()
-    unknown = sorted(set(body) - PROJECT_FIELDS)
-    if unknown:
-        raise LabelerError(f"field '{unknown[0]}': unknown key (allowed: {', '.join(sorted(PROJECT_FIELDS))})", status=422, field=unknown[0])
-    if "name" not in body:
-        raise LabelerError("field 'name' is required", status=422, field="name")
+    values = parse(ProjectIn, read_json_body()).model_dump()
     with get_db().write() as session:
-        project = projects.create_project(session, **body)
+        project = projects.create_project(session, **values)
         data = projects.project_json(project)
     return jsonify(project=data), 201
 
@@ -132,10 +104,7 @@ def create_project():
 @bp.post("/projects/<name>/tasks")
 def push_tasks(name: str):
     require_admin()
-    body = read_body()
-    tasks = body.get("tasks")
-    if not isinstance(tasks, list) or not tasks:
-        raise LabelerError("field 'tasks': expected a non-empty list of task objects (the JSONL contract)", status=422, field="tasks")
+    tasks = parse(TasksIn, read_json_body()).model_dump()["tasks"]
     with get_db().write() as session:
         project = projects.find_project(session, name)
         counts = importer.import_tasks(session, project, tasks, source="api")
@@ -156,7 +125,7 @@ def next_task(name: str):
 
 @bp.post("/tasks/<int:task_id>/annotations")
 def submit(task_id: int):
-    body = read_body()
+    body = read_json_body()
     with get_db().write() as session:
         user = session.get(User, g.api_user.id)
         annotation, created = assignment.submit_annotation(session, task_id, user, body)
@@ -170,7 +139,7 @@ def read_annotation(annotation_id: int):
         annotation = session.get(Annotation, annotation_id)
         # someone else's annotation answers exactly like a missing one: ids reveal nothing
         if annotation is None or (annotation.user_id != g.api_user.id and g.api_user.role != "admin"):
-            raise LabelerError(f"annotation {annotation_id} not found", status=404, field="annotation_id")
+            raise LabelerError(f"field 'annotation_id': annotation {annotation_id} not found", status=404, field="annotation_id")
         return jsonify(annotation=annotation_json(annotation))
 
 
@@ -193,32 +162,13 @@ def project_quality(session, project):
     return compute(session, project)
 
 
-def check_export_filters(body: dict) -> dict:
-    unknown = sorted(set(body) - EXPORT_FILTERS)
-    if unknown:
-        raise LabelerError(f"field '{unknown[0]}': unknown key (allowed: {', '.join(sorted(EXPORT_FILTERS))})", status=422, field=unknown[0])
-    if "aggregation" in body and body["aggregation"] not in AGGREGATIONS:
-        raise LabelerError(f"field 'aggregation': expected one of {', '.join(AGGREGATIONS)}", status=422, field="aggregation")
-    for field in ("min_agreement", "min_gold_accuracy", "test_fraction"):
-        value = body.get(field)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1 or (field == "test_fraction" and value >= 1):
-            raise LabelerError(f"field '{field}': expected a number in [0, 1{')' if field == 'test_fraction' else ']'}, got {value!r}",
-                               status=422, field=field)
-    return {key: value for key, value in body.items() if value is not None}
-
-
 @bp.post("/projects/<name>/exports")
 def create_export(name: str):
     require_admin()
-    body = request.get_json(silent=True) if request.content_length else {}
-    if not isinstance(body, dict):
-        raise LabelerError("the request body must be a JSON object (Content-Type: application/json)", status=400, field="body")
-    filters = check_export_filters(body)
+    filters = parse(ExportIn, read_json_body(optional=True)).model_dump()
     with get_db().read() as session:
         projects.find_project(session, name)
-    from labeler.export import export_project
+    from labeler.export import export_project, new_export_dir
 
     out_dir = new_export_dir(name)
     result = export_project(get_db(), name, out_dir, **filters, created_by=g.api_user.id)

@@ -12,7 +12,7 @@ import os
 
 from flask import Flask
 
-from labeler.db import Database
+from labeler.db import Database, get_db  # noqa: F401 - get_db lives in labeler.db; kept importable here for old callers
 from labeler.errors import LabelerError
 
 DEFAULT_DATABASE_URL = "sqlite:///labels.db"
@@ -49,41 +49,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     app.extensions["labeler_db"] = Database(app.config["DATABASE_URL"])
 
-    from labeler import admin, annotate, api, auth, security
+    from labeler import admin, annotate, api, auth, errors, security
 
+    errors.init_app(app)
     security.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(annotate.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(api.bp)
-    app.register_error_handler(404, json_errors_under_api)
-    app.register_error_handler(405, json_errors_under_api)
     return app
-
-
-def new_export_dir(project_name: str) -> "os.PathLike":
-    """A fresh folder name under EXPORT_DIR for an export made from the web page or the API."""
-    import secrets
-    from pathlib import Path
-
-    from flask import current_app
-
-    from labeler.models import utcnow
-
-    root = Path(current_app.config.get("EXPORT_DIR") or Path(current_app.instance_path) / "exports")
-    return root / f"{project_name}-{utcnow():%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
-
-
-def json_errors_under_api(err):
-    """404/405 for unknown URLs under /api/ answer JSON like every other API error."""
-    from flask import jsonify, request
-
-    if request.path.startswith("/api/"):
-        return jsonify(error=f"{err.description} ({request.method} {request.path})", field=None), err.code
-    return err
-
-
-def get_db(app: Flask | None = None) -> Database:
-    from flask import current_app
-
-    return (app or current_app).extensions["labeler_db"]

@@ -1,7 +1,8 @@
 """Assignment: who labels what next, under leases, so that no task gets more than `overlap` annotations.
 
 A task's load is its completed annotations plus its unexpired active leases. `next_task` leases the
-least-loaded task below the overlap that the annotator has not done (oldest first on ties). Both
+least-loaded task below the overlap that the annotator has not done (oldest first on ties); asked
+again while the annotator holds a lease, it renews that lease and returns the same task. Both
 functions read then write, so they must run inside `db.write()`: on SQLite that transaction holds the
 write lock from its first statement (BEGIN IMMEDIATE), which serialises concurrent annotators and makes
 the load count and the lease one atomic step.
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import math
 import random
 
 from sqlalchemy import exists, func, select, update
@@ -19,21 +19,20 @@ from sqlalchemy.orm import Session
 
 from labeler.errors import LabelerError
 from labeler.models import Annotation, Assignment, Project, Task, User, utcnow
-
-PAYLOAD_KEYS = {"ranking", "all_bad", "scores", "rationale", "edited_response", "seconds_spent"}
-MAX_TEXT = 100_000
+from labeler.schemas import MAX_LEASE_SECONDS, AnnotationIn, parse
 
 
 def lease_seconds_for(project: Project) -> int:
-    """The app's LEASE_SECONDS when set (> 0), else the project's own."""
+    """The app's LEASE_SECONDS when set (> 0), else the project's own; never beyond MAX_LEASE_SECONDS, so
+    that a row written before that bound existed cannot push an expiry past what a datetime holds."""
     try:
         from flask import current_app, has_app_context
 
         if has_app_context() and int(current_app.config.get("LEASE_SECONDS") or 0) > 0:
-            return int(current_app.config["LEASE_SECONDS"])
+            return min(int(current_app.config["LEASE_SECONDS"]), MAX_LEASE_SECONDS)
     except ImportError:  # plain-Python callers without Flask
         pass
-    return project.lease_seconds
+    return min(project.lease_seconds, MAX_LEASE_SECONDS)
 
 
 def shuffled_order(task: Task, user: User) -> list[int]:
@@ -88,7 +87,10 @@ def next_task(session: Session, project: Project, user: User, now: dt.datetime |
         .order_by(Assignment.leased_at, Task.id)
         .limit(1)
     ).first()
-    if held is not None:
+    lease = dt.timedelta(seconds=lease_seconds or lease_seconds_for(project))
+    if held is not None:  # asking again renews the lease the annotator holds (README, OpenAPI)
+        held.Assignment.expires_at = now + lease
+        session.flush()
         return held.Task, held.Assignment
     load = task_load(now)
     task = session.scalars(
@@ -97,7 +99,7 @@ def next_task(session: Session, project: Project, user: User, now: dt.datetime |
     ).first()
     if task is None:
         return None
-    expires_at = now + dt.timedelta(seconds=lease_seconds or lease_seconds_for(project))
+    expires_at = now + lease
     assignment = session.scalar(select(Assignment).where(Assignment.task_id == task.id, Assignment.user_id == user.id))
     if assignment is None:  # first visit: the display order is drawn once and kept for good
         assignment = Assignment(task_id=task.id, user_id=user.id, display_order=shuffled_order(task, user))
@@ -108,90 +110,82 @@ def next_task(session: Session, project: Project, user: User, now: dt.datetime |
 
 
 def validate_payload(payload, task: Task, project: Project) -> dict:
-    """An annotation payload, checked against the task's responses and the project's criteria."""
+    """An annotation payload (labeler.schemas.AnnotationIn), checked against the task's responses and the
+    project's criteria. Returns the values to store plus "version" (None when the client sent none)."""
 
-    def fail(field: str, message: str, status: int = 422):
-        raise LabelerError(f"field '{field}': {message}", status=status, field=field)
+    def fail(field: str, message: str):
+        raise LabelerError(f"field '{field}': {message}", status=422, field=field)
 
-    if not isinstance(payload, dict):
-        fail("body", "expected a JSON object", 400)
-    unknown = sorted(set(payload) - PAYLOAD_KEYS)
-    if unknown:
-        fail(unknown[0], f"unknown key (allowed: {', '.join(sorted(PAYLOAD_KEYS))})")
+    values = parse(AnnotationIn, payload).model_dump()
     ids = {str(r.id) for r in task.responses}
     n = len(ids)
-    all_bad = payload.get("all_bad", False)
-    if not isinstance(all_bad, bool):
-        fail("all_bad", "expected true or false")
-    ranking = payload.get("ranking")
-    if ranking is None and all_bad:
+    ranking = values["ranking"]
+    if ranking is None:
+        if not values["all_bad"]:
+            fail("ranking", "required unless all_bad is true: an object {response_id: rank} (1 = best, equal ranks for ties)")
         ranking = {rid: 1 for rid in ids}  # "all bad" without an order: every response tied
-    if not isinstance(ranking, dict):
-        fail("ranking", "expected an object {response_id: rank} (1 = best, equal ranks for ties)")
-    ranking = {str(key): value for key, value in ranking.items()}
     missing, extra = sorted(ids - set(ranking)), sorted(set(ranking) - ids)
     if extra:
         fail(f"ranking.{extra[0]}", f"response {extra[0]} is not part of task {task.id} (its responses: {sorted(ids, key=int)})")
     if missing:
         fail("ranking", f"every response must be ranked exactly once; missing {missing}")
     for rid, rank in ranking.items():
-        if type(rank) is not int or not 1 <= rank <= n:
-            fail(f"ranking.{rid}", f"rank must be an integer from 1 to {n}, got {rank!r}")
-    scores = payload.get("scores", {}) or {}
-    if not isinstance(scores, dict):
-        fail("scores", "expected an object {criterion: {response_id: 1..5}}")
-    for criterion, per_response in scores.items():
+        if rank > n:
+            fail(f"ranking.{rid}", f"rank must be an integer from 1 to {n}, got {rank}")
+    for criterion, per_response in values["scores"].items():
         if criterion not in (project.criteria or []):
             fail(f"scores.{criterion}", f"not a criterion of project '{project.name}' (criteria: {project.criteria})")
-        if not isinstance(per_response, dict):
-            fail(f"scores.{criterion}", "expected an object {response_id: 1..5}")
-        for rid, score in per_response.items():
-            if str(rid) not in ids:
+        for rid in per_response:
+            if rid not in ids:
                 fail(f"scores.{criterion}.{rid}", f"response {rid} is not part of task {task.id}")
-            if type(score) is not int or not 1 <= score <= 5:
-                fail(f"scores.{criterion}.{rid}", f"score must be an integer from 1 to 5, got {score!r}")
-    scores = {c: {str(rid): s for rid, s in per.items()} for c, per in scores.items()}
-    rationale = payload.get("rationale", "") or ""
-    if not isinstance(rationale, str) or len(rationale) > MAX_TEXT:
-        fail("rationale", f"expected text of at most {MAX_TEXT} characters")
-    edited = payload.get("edited_response")
-    if edited is not None and (not isinstance(edited, str) or len(edited) > MAX_TEXT):
-        fail("edited_response", f"expected text of at most {MAX_TEXT} characters, or null")
+    edited = values["edited_response"]
     edited = edited if edited and edited.strip() else None
     if edited is not None and not project.allow_edit:
         fail("edited_response", f"project '{project.name}' does not take edited responses")
-    seconds = payload.get("seconds_spent", 0.0)
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
-        fail("seconds_spent", f"expected a number of seconds >= 0, got {seconds!r}")
-    return {"ranking": ranking, "all_bad": all_bad, "scores": scores, "rationale": rationale,
-            "edited_response": edited, "seconds_spent": float(seconds)}
+    return values | {"ranking": ranking, "edited_response": edited}
 
 
 def submit_annotation(session: Session, task_id: int, user: User, payload: dict,
                       now: dt.datetime | None = None) -> tuple[Annotation, bool]:
     """Store this annotator's label for a task; returns (annotation, created).
 
-    A second submission by the same annotator (going back, a double click, a retry) updates the one
-    annotation in place. A first submission needs the annotator's lease: if it expired and others have
-    since filled the overlap, it is refused with 409 and nothing is written.
+    A first submission needs the annotator's lease: if it expired and others have since filled the
+    overlap, it is refused with 409 and nothing is written. Changing the annotation afterwards (going
+    back, an edit from the history) must name the version it replaces (`version`); a request without
+    it, or with an older one, is refused with 409 and writes nothing, so a delayed or retried request
+    never overwrites a newer label. A request that repeats exactly what is stored (a retry, a double
+    click) is answered with the stored annotation and writes nothing.
     """
     now = now or utcnow()
     task = session.get(Task, task_id)
     if task is None:
-        raise LabelerError(f"task {task_id} does not exist", status=404, field="task_id")
+        raise LabelerError(f"field 'task_id': task {task_id} does not exist", status=404, field="task_id")
     lock_project(session, task.project_id)
     project = session.get(Project, task.project_id)
     values = validate_payload(payload, task, project)
+    version = values.pop("version")
     assignment = session.scalar(select(Assignment).where(Assignment.task_id == task.id, Assignment.user_id == user.id))
     annotation = session.scalar(select(Annotation).where(Annotation.task_id == task.id, Annotation.user_id == user.id))
     if annotation is not None:
+        if all(getattr(annotation, key) == value for key, value in values.items()):
+            return annotation, False  # a retry of what is stored: nothing to write
+        if version is None:
+            raise LabelerError(f"task {task.id} already has your annotation {annotation.id} (version {annotation.version}); "
+                               f"to change it, send \"version\": {annotation.version}", status=409, field="version")
+        if version != annotation.version:
+            raise LabelerError(f"annotation {annotation.id} is at version {annotation.version}, not {version}: it changed "
+                               "since you read it; read it again before changing it", status=409, field="version")
         for key, value in values.items():
             setattr(annotation, key, value)
+        annotation.version += 1
         annotation.updated_at = now
         if assignment is not None:
             assignment.status = "done"
         session.flush()
         return annotation, False
+    if version is not None:
+        raise LabelerError(f"task {task.id} has no annotation of yours to update (you sent version {version}); "
+                           "leave version out to make one", status=409, field="version")
     if assignment is None:
         raise LabelerError(f"task {task.id} is not assigned to you: fetch it with GET /api/v1/projects/{project.name}/next",
                            status=409, field="task_id")

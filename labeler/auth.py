@@ -12,7 +12,7 @@ from flask import Blueprint, redirect, render_template, request, session, url_fo
 from sqlalchemy import select
 
 from labeler import accounts
-from labeler.app import get_db
+from labeler.db import get_db
 from labeler.models import User
 from labeler.security import current_user, login_limiter
 

@@ -24,6 +24,7 @@ from sqlalchemy.exc import OperationalError
 
 from labeler.app import DEFAULT_DATABASE_URL
 from labeler.errors import LabelerError
+from labeler.schemas import AGGREGATIONS
 
 
 class UserError(click.ClickException):
@@ -239,12 +240,12 @@ def import_file(file, project_name, db_url):
 @click.option("--project", "project_name", required=True, help="The project to export.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the datasets (preferences, sft, raw) and their JSONL copies.")
-@click.option("--aggregation", type=click.Choice(["majority", "bradley-terry"]), default="majority", show_default=True,
+@click.option("--aggregation", type=click.Choice(AGGREGATIONS), default="majority", show_default=True,
               help="How rankings of several annotators become pairs: majority vote per pair (ties dropped) or Bradley-Terry scores.")
-@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None, help="Drop tasks whose annotators agree on fewer pairs than this fraction.")
-@click.option("--min-gold-accuracy", type=click.FloatRange(0, 1), default=None, help="Drop annotators whose gold-task accuracy is below this.")
-@click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=None,
-              help="Fraction of prompts held out as the test split (deterministic by prompt).")
+@click.option("--min-agreement", type=float, default=None, help="Drop tasks whose annotators agree on fewer pairs than this fraction (0-1).")
+@click.option("--min-gold-accuracy", type=float, default=None, help="Drop annotators whose gold-task accuracy is below this (0-1).")
+@click.option("--test-fraction", type=float, default=None,
+              help="Fraction of prompts held out as the test split, in [0, 1) (deterministic by prompt; default 0.1).")
 @db_option
 def export(project_name, out_dir, aggregation, min_agreement, min_gold_accuracy, test_fraction, db_url):
     """Export a project as Hugging Face datasets and JSONL: TRL preference pairs, SFT data, raw annotations."""
@@ -291,7 +292,7 @@ def serve(host, port, debug, db_url):
     from labeler.db import current_revision, head_revision
 
     app = create_app({"DATABASE_URL": db_url, **({"DEBUG": True} if debug else {})})
-    from labeler.app import get_db
+    from labeler.db import get_db
 
     if current_revision(get_db(app).engine) != head_revision():
         raise LabelerError(f"database {db_url} is not initialised or not at the latest schema: run `labeler init-db --db {db_url}`")

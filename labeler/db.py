@@ -75,6 +75,13 @@ class Database:
         self.engine.dispose()
 
 
+def get_db(app=None) -> Database:
+    """The app's Database (flaskr's `get_db`): the factory puts it in app.extensions, views read it here."""
+    from flask import current_app
+
+    return (app or current_app).extensions["labeler_db"]
+
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 

@@ -66,9 +66,10 @@ from labeler.aggregate import aggregate_majority, bradley_terry, compare_ranks, 
 from labeler.db import Database
 from labeler.errors import LabelerError
 from labeler.models import Export, Task, User, utcnow
-from labeler.quality import gold_accuracy_by_user, load_annotations, resolve_project, str_keys
+from labeler.projects import find_project
+from labeler.quality import gold_accuracy_by_user, load_annotations, str_keys
+from labeler.schemas import ExportIn, parse
 
-AGGREGATIONS = ("majority", "bradley-terry")
 JSONL_FILES = ("preferences.jsonl", "sft.jsonl", "annotations.jsonl")
 
 
@@ -85,14 +86,6 @@ def to_messages(prompt) -> list[dict]:
 
 def assistant(text: str) -> list[dict]:
     return [{"role": "assistant", "content": text}]
-
-
-def check_options(aggregation, min_agreement, min_gold_accuracy, test_fraction) -> None:
-    if aggregation not in AGGREGATIONS:
-        raise LabelerError(f"aggregation: {aggregation!r} is not one of {', '.join(AGGREGATIONS)}", field="aggregation")
-    for field, value in (("min_agreement", min_agreement), ("min_gold_accuracy", min_gold_accuracy), ("test_fraction", test_fraction)):
-        if (value is not None or field == "test_fraction") and not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0):
-            raise LabelerError(f"{field}: must be a number between 0 and 1, got {value!r}", field=field)
 
 
 def check_out_dir(out: Path) -> None:
@@ -345,12 +338,14 @@ def export_project(
     """Write the export folder (see the module docstring) and record it; returns
     {"id", "content_hash", "counts", "filters", "path"}. The folder appears whole or not at all:
     it is built in a temporary folder beside `out_dir` and renamed into place."""
-    check_options(aggregation, min_agreement, min_gold_accuracy, test_fraction)
+    filters = parse(ExportIn, {"aggregation": aggregation, "min_agreement": min_agreement,
+                               "min_gold_accuracy": min_gold_accuracy, "test_fraction": test_fraction}).model_dump()
+    aggregation, min_agreement = filters["aggregation"], filters["min_agreement"]
+    min_gold_accuracy, test_fraction = filters["min_gold_accuracy"], filters["test_fraction"]
     out = Path(out_dir)
     check_out_dir(out)
-    filters = {"aggregation": aggregation, "min_agreement": min_agreement, "min_gold_accuracy": min_gold_accuracy, "test_fraction": test_fraction}
     with db.read() as session:
-        project = resolve_project(session, project_name)
+        project = find_project(session, project_name)
         if created_by is not None and session.get(User, created_by) is None:
             raise LabelerError(f"created_by: no user with id {created_by}", field="created_by")
         prefs, sft, raw, counts = build_rows(session, project, aggregation, min_agreement, min_gold_accuracy, test_fraction)
@@ -410,7 +405,7 @@ def zip_export(session, export_id: int):
 
     row = session.get(Export, export_id)
     if row is None:
-        raise LabelerError(f"export {export_id} not found", status=404, field="export_id")
+        raise LabelerError(f"field 'export_id': export {export_id} not found", status=404, field="export_id")
     folder = Path(row.path)
     if not folder.is_dir():
         raise LabelerError(f"export {export_id}: its files at {folder} are gone", status=410, field="export_id")
@@ -437,3 +432,13 @@ def load_export(path) -> dict:
     if missing:
         raise LabelerError(f"{folder}: export is incomplete, missing {', '.join(missing)}", field="path")
     return parts | {"meta": meta}
+
+
+def new_export_dir(project_name: str) -> Path:
+    """A fresh folder name under the app's EXPORT_DIR for an export made from the web page or the API."""
+    import secrets
+
+    from flask import current_app
+
+    root = Path(current_app.config.get("EXPORT_DIR") or Path(current_app.instance_path) / "exports")
+    return root / f"{project_name}-{utcnow():%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"

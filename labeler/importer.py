@@ -20,11 +20,7 @@ from sqlalchemy.orm import Session
 
 from labeler.errors import LabelerError
 from labeler.models import Project, Prompt, Response, Task
-
-TASK_KEYS = {"prompt", "responses", "meta", "gold_ranking"}
-RESPONSE_KEYS = {"text", "model", "meta"}
-ROLES = {"system", "user", "assistant", "tool"}
-
+from labeler.schemas import TaskIn, loads_json, parse
 
 def canonical_hash(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
@@ -35,57 +31,18 @@ def task_hash(task: dict) -> str:
 
 
 def validate_task(obj, where: str, k: int | None = None) -> dict:
-    """One task, checked and normalised; `where` ("tasks.jsonl:3" or "tasks[2]") prefixes every error."""
-
-    def fail(field: str, message: str):
-        raise LabelerError(f"{where}: field '{field}': {message}", status=422, field=field)
-
-    if not isinstance(obj, dict):
-        fail("task", f"expected a JSON object, got {type(obj).__name__}")
-    unknown = sorted(set(obj) - TASK_KEYS)
-    if unknown:
-        fail(unknown[0], f"unknown key (allowed: {', '.join(sorted(TASK_KEYS))}; put extra fields in 'meta')")
-    prompt = obj.get("prompt")
-    if isinstance(prompt, str):
-        if not prompt.strip():
-            fail("prompt", "must not be empty")
-    elif isinstance(prompt, list) and prompt:
-        for i, message in enumerate(prompt):
-            if not isinstance(message, dict) or not isinstance(message.get("content"), str) or message.get("role") not in ROLES:
-                fail(f"prompt[{i}]", f"expected {{'role': one of {sorted(ROLES)}, 'content': str}}, got {message!r:.80}")
-        prompt = [{"role": m["role"], "content": m["content"]} for m in prompt]
-    else:
-        fail("prompt", "expected a string or a non-empty list of {'role', 'content'} messages")
-    responses = obj.get("responses")
-    if not isinstance(responses, list) or len(responses) < 2:
-        fail("responses", "expected a list of at least 2 responses")
-    if k is not None and len(responses) != k:
-        fail("responses", f"has {len(responses)} responses but the project ranks k={k} per task")
-    clean = []
-    for i, response in enumerate(responses):
-        if not isinstance(response, dict):
-            fail(f"responses[{i}]", "expected an object {'text', 'model', 'meta'}")
-        extra = sorted(set(response) - RESPONSE_KEYS)
-        if extra:
-            fail(f"responses[{i}].{extra[0]}", "unknown key (allowed: text, model, meta)")
-        if not isinstance(response.get("text"), str):
-            fail(f"responses[{i}].text", "expected a string")
-        model = response.get("model", "")
-        if not isinstance(model, str) or len(model) > 255:
-            fail(f"responses[{i}].model", "expected a string of at most 255 characters")
-        meta = response.get("meta", {})
-        if not isinstance(meta, dict):
-            fail(f"responses[{i}].meta", "expected an object")
-        clean.append({"text": response["text"], "model": model, "meta": meta})
-    meta = obj.get("meta", {})
-    if not isinstance(meta, dict):
-        fail("meta", "expected an object")
-    gold = obj.get("gold_ranking")
-    if gold is not None:
-        n = len(clean)
-        if not isinstance(gold, list) or len(gold) != n or not all(type(r) is int and 1 <= r <= n for r in gold):
-            fail("gold_ranking", f"expected a list of {n} ranks (integers 1..{n}, 1 = best, ties allowed) in response order")
-    return {"prompt": prompt, "responses": clean, "meta": meta, "gold_ranking": gold}
+    """One task, checked against labeler.schemas.TaskIn and the project's k; `where` ("tasks.jsonl:3"
+    or "tasks[2]") prefixes every error."""
+    task = parse(TaskIn, obj, where).model_dump()
+    n = len(task["responses"])
+    if k is not None and n != k:
+        raise LabelerError(f"{where}: field 'responses': has {n} responses but the project ranks k={k} per task",
+                           status=422, field="responses")
+    gold = task["gold_ranking"]
+    if gold is not None and (len(gold) != n or max(gold) > n):
+        raise LabelerError(f"{where}: field 'gold_ranking': expected a list of {n} ranks (integers 1..{n}, 1 = best, "
+                           "ties allowed) in response order", status=422, field="gold_ranking")
+    return task
 
 
 def validate_tasks_file(path, k: int | None = None) -> list[dict]:
@@ -98,10 +55,7 @@ def validate_tasks_file(path, k: int | None = None) -> list[dict]:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise LabelerError(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})", field="line") from None
+            obj = loads_json(line, where=f"{path}:{number}")
             tasks.append(validate_task(obj, f"{path}:{number}", k))
     if not tasks:
         raise LabelerError(f"{path}: the file has no tasks", field="file")
@@ -110,7 +64,7 @@ def validate_tasks_file(path, k: int | None = None) -> list[dict]:
 
 def import_tasks(session: Session, project: Project, tasks: list[dict], source: str = "api") -> dict:
     """Add the tasks not already in the project; returns {"created", "skipped"}. Call inside `db.write()`."""
-    tasks = [validate_task(task, f"tasks[{i}]", project.k) for i, task in enumerate(tasks)]
+    tasks = [validate_task(task, f"tasks[{i}]", project.k) for i, task in enumerate(tasks)]  # idempotent on checked tasks
     existing = set(session.scalars(select(Task.content_hash).where(Task.project_id == project.id)))
     prompts = {p.prompt_hash: p for p in session.scalars(select(Prompt).where(Prompt.project_id == project.id))}
     created = skipped = 0

@@ -125,6 +125,8 @@ class Annotation(Base):
     edited_response: Mapped[Optional[str]] = mapped_column(Text, nullable=True)  # a better response, written by hand
     display_order: Mapped[list] = mapped_column(JSON)  # response ids in the order shown
     seconds_spent: Mapped[float] = mapped_column(Float, default=0.0)
+    # 1 when made, +1 per change; a change must name the version it replaces (labeler.assignment)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     user: Mapped[User] = relationship()

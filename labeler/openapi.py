@@ -1,11 +1,18 @@
-"""The OpenAPI 3.1 document served at /api/v1/openapi.json, written by hand so it reads as documentation.
+"""The OpenAPI 3.1 document served at /api/v1/openapi.json. The paths are written here so they read as
+documentation; every request and answer schema is generated from labeler.schemas, the models the
+server validates with, so the document cannot disagree with the server.
 
-tests/labeler/test_api.py checks that every route under /api/v1 appears here with its methods.
+tests/labeler/test_api.py checks that every route under /api/v1 appears here with its methods, and
+tests/labeler/test_fuzz_api.py runs schemathesis against a live server with this document.
 """
 
 from __future__ import annotations
 
+from pydantic.json_schema import models_json_schema
+
 from labeler import __version__
+from labeler.errors import MAX_ID
+from labeler.schemas import ANSWERS, PROJECT_NAME_PATTERN, REQUESTS
 
 
 def ref(name: str) -> dict:
@@ -16,128 +23,23 @@ def json_body(schema: dict, description: str = "") -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-ERRORS = {
-    "400": {"$ref": "#/components/responses/Error"},
-    "401": {"$ref": "#/components/responses/Error"},
-    "404": {"$ref": "#/components/responses/Error"},
-    "422": {"$ref": "#/components/responses/Error"},
-}
-ADMIN_ERRORS = {**ERRORS, "403": {"$ref": "#/components/responses/Error"}}
-NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}, "description": "project name"}
+ERROR = {"$ref": "#/components/responses/Error"}
+ERRORS = {code: ERROR for code in ("400", "401", "404", "413", "422")}
+ADMIN_ERRORS = {**ERRORS, "403": ERROR}
+NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "pattern": PROJECT_NAME_PATTERN},
+        "description": "project name"}
 
 
 def path_id(name: str) -> dict:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
 
 
-SCHEMAS = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {"error": {"type": "string"}, "field": {"type": ["string", "null"], "description": "the field at fault"}},
-    },
-    "ProjectIn": {
-        "type": "object",
-        "required": ["name"],
-        "additionalProperties": False,
-        "properties": {
-            "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$"},
-            "k": {"type": "integer", "minimum": 2, "maximum": 20, "default": 2, "description": "responses per task"},
-            "overlap": {"type": "integer", "minimum": 1, "default": 1, "description": "annotators per task"},
-            "criteria": {"type": "array", "items": {"type": "string"}, "description": "names of optional 1-5 scores"},
-            "guidelines": {"type": "string", "description": "Markdown shown to annotators"},
-            "lease_seconds": {"type": "integer", "minimum": 10, "default": 900},
-            "allow_edit": {"type": "boolean", "default": True},
-            "ask_rationale": {"type": "boolean", "default": True},
-        },
-    },
-    "Project": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "integer"}, "name": {"type": "string"}, "k": {"type": "integer"}, "overlap": {"type": "integer"},
-            "criteria": {"type": "array", "items": {"type": "string"}}, "guidelines": {"type": "string"},
-            "lease_seconds": {"type": "integer"}, "allow_edit": {"type": "boolean"}, "ask_rationale": {"type": "boolean"},
-            "created_at": {"type": "string", "format": "date-time"},
-        },
-    },
-    "Message": {
-        "type": "object", "required": ["role", "content"],
-        "properties": {"role": {"enum": ["system", "user", "assistant", "tool"]}, "content": {"type": "string"}},
-    },
-    "Prompt": {"oneOf": [{"type": "string"}, {"type": "array", "items": ref("Message"), "minItems": 1}]},
-    "TaskIn": {
-        "type": "object",
-        "description": "one line of the tasks JSONL contract (DESIGN.md)",
-        "required": ["prompt", "responses"],
-        "additionalProperties": False,
-        "properties": {
-            "prompt": ref("Prompt"),
-            "responses": {
-                "type": "array", "minItems": 2, "description": "exactly the project's k",
-                "items": {"type": "object", "required": ["text"], "additionalProperties": False,
-                          "properties": {"text": {"type": "string"}, "model": {"type": "string"}, "meta": {"type": "object"}}},
-            },
-            "meta": {"type": "object"},
-            "gold_ranking": {"type": "array", "items": {"type": "integer", "minimum": 1},
-                             "description": "known ranks in response order (1 = best); marks the task as gold"},
-        },
-    },
-    "Task": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "integer"}, "project": {"type": "string"}, "prompt": ref("Prompt"),
-            "responses": {"type": "array", "description": "in this annotator's stored display order",
-                          "items": {"type": "object", "properties": {"id": {"type": "integer"}, "text": {"type": "string"},
-                                                                     "model": {"type": "string"}}}},
-            "meta": {"type": "object"}, "criteria": {"type": "array", "items": {"type": "string"}},
-            "lease_expires_at": {"type": "string", "format": "date-time"},
-        },
-    },
-    "AnnotationIn": {
-        "type": "object",
-        "additionalProperties": False,
-        "description": "ranking is required unless all_bad is true (then every response ties)",
-        "properties": {
-            "ranking": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1},
-                        "description": "{response_id: rank}: every response once, 1 = best, equal ranks for ties"},
-            "all_bad": {"type": "boolean", "default": False},
-            "scores": {"type": "object", "description": "{criterion: {response_id: 1..5}}",
-                       "additionalProperties": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1, "maximum": 5}}},
-            "rationale": {"type": "string"},
-            "edited_response": {"type": ["string", "null"], "description": "a better response, written by hand"},
-            "seconds_spent": {"type": "number", "minimum": 0},
-        },
-    },
-    "Annotation": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "integer"}, "task_id": {"type": "integer"}, "user_id": {"type": "integer"},
-            "ranking": {"type": "object"}, "all_bad": {"type": "boolean"}, "scores": {"type": "object"},
-            "rationale": {"type": "string"}, "edited_response": {"type": ["string", "null"]},
-            "display_order": {"type": "array", "items": {"type": "integer"}}, "seconds_spent": {"type": "number"},
-            "created_at": {"type": "string", "format": "date-time"}, "updated_at": {"type": "string", "format": "date-time"},
-        },
-    },
-    "Progress": {
-        "type": "object",
-        "properties": {"done": {"type": "integer"}, "remaining": {"type": "integer"}, "seconds": {"type": "number"}},
-    },
-    "ExportIn": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "aggregation": {"enum": ["majority", "bradley-terry"], "default": "majority"},
-            "min_agreement": {"type": "number", "minimum": 0, "maximum": 1},
-            "min_gold_accuracy": {"type": "number", "minimum": 0, "maximum": 1},
-            "test_fraction": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
-        },
-    },
-    "Export": {
-        "type": "object",
-        "properties": {"id": {"type": "integer"}, "content_hash": {"type": "string"}, "counts": {"type": "object"},
-                       "path": {"type": "string"}, "download_url": {"type": "string"}},
-    },
-}
+def schema_components() -> dict:
+    """Requests as pydantic validates them, answers as the server writes them."""
+    _, top = models_json_schema([(model, "validation") for model in REQUESTS] + [(model, "serialization") for model in ANSWERS],
+                                ref_template="#/components/schemas/{model}")
+    return top["$defs"]
+
 
 PATHS = {
     "/api/v1/openapi.json": {
@@ -146,12 +48,12 @@ PATHS = {
     "/api/v1/projects": {
         "get": {
             "summary": "List projects",
-            "responses": {"200": json_body({"type": "object", "properties": {"projects": {"type": "array", "items": ref("Project")}}}), **ERRORS},
+            "responses": {"200": json_body(ref("ProjectList")), **ERRORS},
         },
         "post": {
             "summary": "Create a project (admin)",
             "requestBody": {"required": True, **json_body(ref("ProjectIn"))},
-            "responses": {"201": json_body({"type": "object", "properties": {"project": ref("Project")}}, "created"),
+            "responses": {"201": json_body(ref("ProjectAnswer"), "created"),
                           "409": {"$ref": "#/components/responses/Error"}, **ADMIN_ERRORS},
         },
     },
@@ -159,9 +61,8 @@ PATHS = {
         "post": {
             "summary": "Push tasks (admin); idempotent: tasks already present are skipped",
             "parameters": [NAME],
-            "requestBody": {"required": True, **json_body({"type": "object", "required": ["tasks"],
-                                                           "properties": {"tasks": {"type": "array", "items": ref("TaskIn")}}})},
-            "responses": {"201": json_body({"type": "object", "properties": {"created": {"type": "integer"}, "skipped": {"type": "integer"}}}),
+            "requestBody": {"required": True, **json_body(ref("TasksIn"))},
+            "responses": {"201": json_body(ref("ImportCounts")),
                           **ADMIN_ERRORS},
         },
     },
@@ -169,8 +70,7 @@ PATHS = {
         "get": {
             "summary": "Lease the next task for the calling annotator (or renew the one they hold)",
             "parameters": [NAME],
-            "responses": {"200": json_body({"allOf": [ref("Progress"), {"type": "object", "properties": {"task": {"oneOf": [ref("Task"), {"type": "null"}]}}}]},
-                                           "task is null when nothing is left for this annotator"), **ERRORS},
+            "responses": {"200": json_body(ref("NextTask"), "task is null when nothing is left for this annotator"), **ERRORS},
         },
     },
     "/api/v1/tasks/{task_id}/annotations": {
@@ -179,8 +79,8 @@ PATHS = {
             "parameters": [path_id("task_id")],
             "requestBody": {"required": True, **json_body(ref("AnnotationIn"))},
             "responses": {
-                "201": json_body({"type": "object", "properties": {"annotation": ref("Annotation")}}, "created"),
-                "200": json_body({"type": "object", "properties": {"annotation": ref("Annotation")}}, "updated in place"),
+                "201": json_body(ref("AnnotationAnswer"), "created"),
+                "200": json_body(ref("AnnotationAnswer"), "updated in place, or a retry of what is stored"),
                 "409": {"$ref": "#/components/responses/Error"},
                 **ERRORS,
             },
@@ -190,16 +90,14 @@ PATHS = {
         "get": {
             "summary": "Read one of your own annotations (anyone else's answers 404)",
             "parameters": [path_id("annotation_id")],
-            "responses": {"200": json_body({"type": "object", "properties": {"annotation": ref("Annotation")}}), **ERRORS},
+            "responses": {"200": json_body(ref("AnnotationAnswer")), **ERRORS},
         },
     },
     "/api/v1/projects/{name}/stats": {
         "get": {
             "summary": "Project counts, your progress, and (admins) quality figures",
             "parameters": [NAME],
-            "responses": {"200": json_body({"type": "object", "properties": {
-                "project": {"type": "string"}, "counts": {"type": "object"}, "you": ref("Progress"),
-                "quality": {"type": ["object", "null"]}}}), **ERRORS},
+            "responses": {"200": json_body(ref("Stats")), **ERRORS},
         },
     },
     "/api/v1/projects/{name}/exports": {
@@ -207,7 +105,7 @@ PATHS = {
             "summary": "Export the project's preferences, SFT data and raw annotations (admin)",
             "parameters": [NAME],
             "requestBody": {"required": False, **json_body(ref("ExportIn"))},
-            "responses": {"201": json_body({"type": "object", "properties": {"export": ref("Export")}}), **ADMIN_ERRORS},
+            "responses": {"201": json_body(ref("ExportAnswer")), **ADMIN_ERRORS},
         },
     },
     "/api/v1/exports/{export_id}/download": {
@@ -236,7 +134,7 @@ def openapi_document() -> dict:
         "paths": PATHS,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": SCHEMAS,
+            "schemas": schema_components(),
             "responses": {"Error": json_body(ref("Error"), "an error naming the field at fault")},
         },
     }

@@ -1,58 +1,24 @@
-"""Projects: create one with validated settings, find one by name, count its progress.
+"""Projects: create one with validated settings, find one (`find_project`, the one lookup), count its progress.
 
 Shared by the CLI (`labeler projects create`), the API (POST /api/v1/projects) and the admin pages.
 """
 
 from __future__ import annotations
 
-import re
-
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from labeler.errors import LabelerError
-from labeler.models import PROJECT_KINDS, Annotation, Assignment, Project, Task, User, utcnow
-
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")  # names appear in URLs: /api/v1/projects/<name>
-
-
-def check_int(value, field: str, low: int, high: int | None = None) -> int:
-    # bool is an int subclass in Python; `true` for k would otherwise pass as 1
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise LabelerError(f"{field} must be an integer, got {value!r}", status=422, field=field)
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise LabelerError(f"{field} must be {bound}, got {value}", status=422, field=field)
-    return value
+from labeler.models import Annotation, Assignment, Project, Task, User, utcnow
+from labeler.schemas import ProjectIn, parse
 
 
-def create_project(session: Session, name: str, k: int = 2, overlap: int = 1, criteria=(), guidelines: str = "",
-                   lease_seconds: int = 900, allow_edit: bool = True, ask_rationale: bool = True,
-                   kind: str = "ranking") -> Project:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise LabelerError(f"project name {name!r} must be 1-120 letters, digits, '.', '_' or '-' (it appears in URLs)",
-                           status=422, field="name")
-    check_int(k, "k", 2, 20)
-    if kind not in PROJECT_KINDS:
-        raise LabelerError(f"kind must be one of {', '.join(PROJECT_KINDS)}, got {kind!r}", status=422, field="kind")
-    if kind == "arena" and k != 2:
-        raise LabelerError(f"an arena project compares two responses: k must be 2, got {k}", status=422, field="k")
-    check_int(overlap, "overlap", 1, 1000)
-    check_int(lease_seconds, "lease_seconds", 10)
-    if isinstance(criteria, str) or not all(isinstance(c, str) and c.strip() for c in criteria):
-        raise LabelerError("criteria must be a list of non-empty names", status=422, field="criteria")
-    criteria = [c.strip() for c in criteria]
-    if len(set(criteria)) != len(criteria):
-        raise LabelerError(f"criteria has a duplicate name: {criteria}", status=422, field="criteria")
-    if not isinstance(guidelines, str):
-        raise LabelerError("guidelines must be text (Markdown)", status=422, field="guidelines")
-    for field, value in (("allow_edit", allow_edit), ("ask_rationale", ask_rationale)):
-        if not isinstance(value, bool):
-            raise LabelerError(f"{field} must be true or false", status=422, field=field)
-    if session.scalar(select(Project).where(Project.name == name)) is not None:
-        raise LabelerError(f"project '{name}' already exists", status=409, field="name")
-    project = Project(name=name, k=k, overlap=overlap, criteria=criteria, guidelines=guidelines,
-                      lease_seconds=lease_seconds, allow_edit=allow_edit, ask_rationale=ask_rationale, kind=kind)
+def create_project(session: Session, name: str, **settings) -> Project:
+    """A new project from validated settings (labeler.schemas.ProjectIn); 409 when the name is taken."""
+    values = parse(ProjectIn, {"name": name, **settings}).model_dump()
+    if session.scalar(select(Project).where(Project.name == values["name"])) is not None:
+        raise LabelerError(f"project '{values['name']}' already exists", status=409, field="name")
+    project = Project(**values)
     session.add(project)
     session.flush()
     return project
@@ -74,11 +40,18 @@ def get_or_create_project(session: Session, name: str, **settings) -> tuple[Proj
     return project, False
 
 
-def find_project(session: Session, name: str) -> Project:
-    project = session.scalar(select(Project).where(Project.name == name))
-    if project is None:
-        raise LabelerError(f"project '{name}' does not exist", status=404, field="project")
-    return project
+def find_project(session: Session, project: Project | int | str) -> Project:
+    """The one project lookup every view, the CLI and the export call: a Project from itself, its id or
+    its name; a 404 LabelerError naming the project when there is none."""
+    if isinstance(project, Project):
+        return project
+    if isinstance(project, int) and not isinstance(project, bool):
+        found = session.get(Project, project)
+    else:
+        found = session.scalar(select(Project).where(Project.name == project))
+    if found is None:
+        raise LabelerError(f"project {project!r:.130} does not exist", status=404, field="project")
+    return found
 
 
 def count_project(session: Session, project: Project) -> dict:

@@ -23,18 +23,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from labeler.aggregate import compare_ranks, krippendorff_alpha_rankings, pairwise_agreement, rank_to_pairs, sort_key_id
-from labeler.errors import LabelerError
 from labeler.models import Annotation, Project, Task, User
-
-
-def resolve_project(session: Session, project) -> Project:
-    """A Project from an instance, an id or a name."""
-    if isinstance(project, Project):
-        return project
-    found = session.get(Project, project) if isinstance(project, int) else session.scalar(select(Project).where(Project.name == project))
-    if found is None:
-        raise LabelerError(f"unknown project {project!r}", status=404, field="project")
-    return found
+from labeler.projects import find_project
 
 
 def load_annotations(session: Session, project: Project) -> list[tuple[Annotation, Task, User]]:
@@ -65,7 +55,7 @@ def gold_accuracy_by_user(rows) -> dict[int, float | None]:
 
 def annotator_gold_accuracy(session: Session, project) -> dict[int, float | None]:
     """{user_id: gold accuracy} for every annotator with an annotation in the project."""
-    return gold_accuracy_by_user(load_annotations(session, resolve_project(session, project)))
+    return gold_accuracy_by_user(load_annotations(session, find_project(session, project)))
 
 
 def position_preferences(ranking: dict, display_order: list) -> tuple[int, int]:
@@ -96,7 +86,7 @@ def agreement_with_others(user_id: int, by_task: dict[int, list[tuple[int, dict]
 
 def project_quality(session: Session, project) -> dict:
     """Project-level agreement and per-annotator figures (see the module docstring)."""
-    project = resolve_project(session, project)
+    project = find_project(session, project)
     rows = load_annotations(session, project)
     n_tasks = session.scalar(select(func.count()).select_from(Task).where(Task.project_id == project.id)) or 0
     by_task: dict[int, list[tuple[int, dict]]] = defaultdict(list)

@@ -249,6 +249,9 @@
     if (rationale) payload.rationale = rationale.value;
     const edited = document.getElementById("edited-response");
     if (edited && edited.value.trim()) payload.edited_response = edited.value;
+    // Re-opened from the history: name the version this edit replaces, so a stale page cannot
+    // overwrite a newer label (the server answers 409 and keeps the newer one).
+    if (form.dataset.version) payload.version = parseInt(form.dataset.version, 10);
     return payload;
   }
 

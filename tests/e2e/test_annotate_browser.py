@@ -52,6 +52,20 @@ def test_keyboard_only_ranking_is_stored(page, server, seed, login, db_file):
         seconds = [row[0] for row in conn.execute("SELECT seconds_spent FROM annotation")]
     assert all(s > 0 for s in seconds)  # measured by the page
 
+    # Re-open the first label from the history and change it: the page sends the version it shows.
+    with sqlite3.connect(db_file) as conn:
+        (first_id,) = conn.execute("SELECT id FROM annotation WHERE task_id = ?", (first_task,)).fetchone()
+    page.goto(f"{server}/projects/demo/annotations/{first_id}")
+    a, b, c = card_ids(page)
+    page.locator("body").focus()
+    for key in ("Backspace", "Backspace", "Backspace", "1", "2", "3"):
+        page.keyboard.press(key)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("text=Nothing left to label")
+    with sqlite3.connect(db_file) as conn:
+        ranking, version = conn.execute("SELECT ranking, version FROM annotation WHERE id = ?", (first_id,)).fetchone()
+    assert json.loads(ranking) == {str(a): 1, str(b): 2, str(c): 3} and version == 2
+
 
 def test_hostile_response_renders_as_inert_text(page, server, seed, login):
     script, img = "<script>alert(1)</script>", "<img src=x onerror=alert(1)>"

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from werkzeug.security import generate_password_hash
 
 from labeler.accounts import create_token
-from labeler.app import create_app, get_db
+from labeler.app import create_app
+from labeler.db import get_db
 from labeler.db import Database, upgrade_database
 from labeler.importer import import_tasks
 from labeler.models import User

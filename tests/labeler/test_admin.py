@@ -6,7 +6,7 @@ import pytest
 from conftest import PASSWORD
 from sqlalchemy import select
 
-from labeler.app import get_db
+from labeler.db import get_db
 from labeler.models import Export, Task
 
 

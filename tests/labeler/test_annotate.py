@@ -7,7 +7,7 @@ import pytest
 from conftest import PASSWORD
 from sqlalchemy import select
 
-from labeler.app import get_db
+from labeler.db import get_db
 from labeler.models import Annotation, Assignment
 
 
@@ -104,11 +104,19 @@ def test_back_reopens_and_changes_the_last_label(ann, app):
     assert f'href="/projects/demo/annotations/{aid}"' in html  # the Back link
     edit_html = ann.get(f"/projects/demo/annotations/{aid}").text
     assert f'data-task-id="{task_id}"' in edit_html and re.search(rf'name="rank-{shown[0]}".*?value="1" selected', edit_html, re.S)
+    # the page carries the version it shows, for annotate.js (data-version) and the plain form (hidden field)
+    assert 'data-version="1"' in edit_html and '<input type="hidden" name="version" value="1">' in edit_html
     changed = {str(shown[0]): 3, str(shown[1]): 1, str(shown[2]): 2}
-    response = ann.post(f"/projects/demo/tasks/{task_id}/submit", json={"ranking": changed}, headers={"X-CSRF-Token": token})
-    assert response.json == {"annotation_id": aid, "created": False, "next": "/projects/demo/annotate"}
+    stale = ann.post(f"/projects/demo/tasks/{task_id}/submit", json={"ranking": changed}, headers={"X-CSRF-Token": token})
+    assert stale.status_code == 409 and stale.json["field"] == "version"  # a change without the version it replaces
+    response = ann.post(f"/projects/demo/tasks/{task_id}/submit", json={"ranking": changed, "version": 1}, headers={"X-CSRF-Token": token})
+    assert response.json == {"annotation_id": aid, "version": 2, "created": False, "next": "/projects/demo/annotate"}
+    # the same edit page, submitted again as a plain form after that change, is stale now: 409 kept as a flash, nothing written
+    form = {"csrf_token": token, "version": "1", f"rank-{shown[0]}": "1", f"rank-{shown[1]}": "2", f"rank-{shown[2]}": "3"}
+    ann.post(f"/projects/demo/tasks/{task_id}/submit", data=form)
+    assert "is at version 2, not 1" in ann.get("/projects/demo/annotate").text
     with get_db(app).read() as s:
-        assert s.get(Annotation, aid).ranking == changed
+        assert s.get(Annotation, aid).ranking == changed and s.get(Annotation, aid).version == 2
         assert len(s.scalars(select(Annotation)).all()) == 1
     assert str(aid) in ann.get("/projects/demo/history").text
 

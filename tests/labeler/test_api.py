@@ -74,8 +74,10 @@ def test_admin_creates_project_pushes_tasks_and_annotator_labels(client, db, peo
     assert task["project"] == "api-demo" and task["prompt"] == "prompt 0" and len(task["responses"]) == 3
     assert {r["text"] for r in task["responses"]} == {"answer 0.0", "answer 0.1", "answer 0.2"}
     assert task["lease_expires_at"].endswith("Z")
-    # asking again returns the same lease, with the same order
-    assert client.get("/api/v1/projects/api-demo/next", headers=people["alice"]).get_json()["task"] == task
+    # asking again returns the same task in the same order, and renews the lease (README: "renew the one they hold")
+    again = client.get("/api/v1/projects/api-demo/next", headers=people["alice"]).get_json()["task"]
+    assert again["lease_expires_at"] > task["lease_expires_at"]
+    assert {**again, "lease_expires_at": None} == {**task, "lease_expires_at": None}
 
     payload = {"ranking": rank_in_display_order(task), "scores": {"helpful": {str(task["responses"][0]["id"]): 4}},
                "rationale": "first is clearest", "seconds_spent": 12.5}
@@ -105,7 +107,7 @@ def test_other_users_annotation_is_404_and_unassigned_task_409(client, make_proj
     response = client.get(f"/api/v1/annotations/{annotation_id}", headers=people["bob"])
     assert response.status_code == 404
     assert response.get_json() == client.get("/api/v1/annotations/999999", headers=people["bob"]).get_json() | {
-        "error": f"annotation {annotation_id} not found"}
+        "error": f"field 'annotation_id': annotation {annotation_id} not found"}
     assert client.get(f"/api/v1/annotations/{annotation_id}", headers=people["admin"]).status_code == 200
     # bob cannot write onto alice's task (overlap 1, alice holds it): no lease -> 409
     response = client.post(f"/api/v1/tasks/{task['id']}/annotations", json={"ranking": rank_in_display_order(task)}, headers=people["bob"])
@@ -142,7 +144,7 @@ def test_non_json_body_and_bad_project_fields(client, people, make_project):
     response = client.post("/api/v1/projects", json={"name": "has space"}, headers=people["admin"])
     assert response.status_code == 422 and response.get_json()["field"] == "name"
     response = client.post("/api/v1/projects/demo/tasks", json={"tasks": [{"prompt": "p", "responses": [{"text": "a"}]}]}, headers=people["admin"])
-    assert response.status_code == 422 and response.get_json()["field"] == "responses"
+    assert response.status_code == 422 and response.get_json()["field"] == "tasks[0].responses"
     assert "tasks[0]" in response.get_json()["error"]
 
 
@@ -186,7 +188,7 @@ def test_openapi_lists_every_api_route(app, client):
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert method.lower() in doc["paths"][path], f"{method} {path}"
     schemas = doc["components"]["schemas"]
-    assert set(schemas["AnnotationIn"]["properties"]) == {"ranking", "all_bad", "scores", "rationale", "edited_response", "seconds_spent"}
+    assert set(schemas["AnnotationIn"]["properties"]) == {"ranking", "all_bad", "scores", "rationale", "edited_response", "seconds_spent", "version"}
 
 
 def test_unknown_api_urls_answer_json_and_pages_stay_html(client, people):

@@ -115,13 +115,16 @@ def test_double_submit_stores_one_annotation_and_updates_in_place(db, make_user,
     assert created and not created_again and first_id == again_id
     changed = {"ranking": {str(order[0]): 3, str(order[1]): 1, str(order[2]): 2}, "all_bad": True,
                "scores": {"helpful": {str(order[1]): 5}}, "rationale": "second look", "edited_response": "better"}
-    assert submit(db, task_id, alice, changed) == (first_id, False)
+    with pytest.raises(LabelerError) as err:  # a change must name the version it replaces
+        submit(db, task_id, alice, changed)
+    assert err.value.status == 409 and err.value.field == "version"
+    assert submit(db, task_id, alice, changed | {"version": 1}) == (first_id, False)
     assert n_annotations(db) == 1
     with db.read() as session:
         row = session.get(Annotation, first_id)
         assert row.ranking == changed["ranking"] and row.all_bad and row.rationale == "second look"
         assert row.scores == {"helpful": {str(order[1]): 5}} and row.edited_response == "better"
-        assert row.display_order == order
+        assert row.display_order == order and row.version == 2
 
 
 def test_display_order_is_stored_and_differs_between_annotators(db, make_user, make_project):
@@ -172,3 +175,50 @@ def test_all_bad_without_ranking_ties_everything(db, make_user, make_project):
     annotation_id, _ = submit(db, task_id, alice, {"all_bad": True})
     with db.read() as session:
         assert session.get(Annotation, annotation_id).ranking == {str(r): 1 for r in order}
+
+
+def test_asking_again_renews_the_held_lease(db, make_user, make_project):
+    make_project("demo", n_tasks=1, overlap=1, lease_seconds=60)
+    alice, bob = make_user("alice"), make_user("bob")
+    t0 = utcnow()
+    task_id, order, first_expiry = lease(db, alice, now=t0)
+    assert first_expiry == t0 + dt.timedelta(seconds=60)
+    again = lease(db, alice, now=t0 + dt.timedelta(seconds=50))
+    assert again == (task_id, order, t0 + dt.timedelta(seconds=110))
+    # past the first expiry, inside the renewed one: still alice's, so bob gets nothing
+    assert lease(db, bob, now=t0 + dt.timedelta(seconds=100)) is None
+    assert lease(db, bob, now=t0 + dt.timedelta(seconds=111))[0] == task_id
+
+
+def test_a_lease_never_outgrows_a_datetime(db, make_user, make_project):
+    # a row from before lease_seconds was bounded (the API took 10**12) must not break next-task for ever
+    make_project("demo", n_tasks=1)
+    with db.write() as session:
+        session.scalar(select(Project)).lease_seconds = 10**12
+    task_id, _, expiry = lease(db, make_user("alice"))
+    assert expiry - utcnow() <= dt.timedelta(days=30)
+
+
+def test_a_stale_update_is_refused_and_writes_nothing(db, make_user, make_project):
+    # the load test's case: a request abandoned on a timeout arrives after its retry and a later update
+    make_project("demo", n_tasks=1, k=2)
+    alice = make_user("alice")
+    task_id, order, _ = lease(db, alice)
+    first = {"ranking": {str(order[0]): 1, str(order[1]): 2}}
+    newer = {"ranking": {str(order[0]): 2, str(order[1]): 1}, "version": 1}
+    annotation_id, created = submit(db, task_id, alice, first)      # the retry lands first: version 1
+    assert created and submit(db, task_id, alice, newer) == (annotation_id, False)  # version 2
+    assert submit(db, task_id, alice, newer) == (annotation_id, False)  # newer's own retry: a no-op
+    # the late original (no version), and edits made from version 1, are refused and write nothing
+    for stale in (first, {**first, "version": 1}, {**newer, "all_bad": True}):
+        with pytest.raises(LabelerError) as err:
+            submit(db, task_id, alice, stale)
+        assert err.value.status == 409 and err.value.field == "version"
+    with db.read() as session:
+        row = session.get(Annotation, annotation_id)
+        assert row.ranking == newer["ranking"] and row.version == 2 and not row.all_bad
+    with pytest.raises(LabelerError) as err:  # a version for an annotation that does not exist
+        submit(db, task_id, make_user("bob"), {**first, "version": 1})
+    assert err.value.status == 409 and n_annotations(db) == 1
+    with db.read() as session:
+        assert session.get(Annotation, annotation_id).ranking == newer["ranking"]

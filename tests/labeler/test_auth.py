@@ -3,7 +3,8 @@
 import re
 
 from conftest import PASSWORD
-from labeler.app import create_app, get_db
+from labeler.app import create_app
+from labeler.db import get_db
 from labeler.models import User
 
 

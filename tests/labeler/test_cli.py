@@ -75,7 +75,7 @@ def test_projects_create_with_guidelines_file_then_import_and_stats(runner, db_u
                   "--guidelines", str(guide), "--lease-seconds", "300")
     assert created.exit_code == 0, created.output
     bad = run(runner, db_url, "projects", "create", "bad", "--k", "1")
-    assert bad.exit_code == 1 and "k must be between 2 and 20" in bad.output
+    assert bad.exit_code == 1 and "field 'k': Input should be greater than or equal to 2" in bad.output
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text("".join(json.dumps(t) + "\n" for t in task_rows(4)))
     first = run(runner, db_url, "import", str(tasks), "--project", "demo")

@@ -50,7 +50,7 @@ def test_unknown_keys_and_bad_messages_are_refused(tmp_path, task_rows):
     with pytest.raises(LabelerError, match="field 'respones': unknown key"):
         validate_tasks_file(write_jsonl(tmp_path / "a.jsonl", [typo]))
     chat = {"prompt": [{"role": "user", "content": "hi"}, {"role": "robot", "content": "x"}], "responses": [{"text": "a"}, {"text": "b"}]}
-    with pytest.raises(LabelerError, match=r"field 'prompt\[1\]'"):
+    with pytest.raises(LabelerError, match=r"field 'prompt\[1\]\.role'"):
         validate_tasks_file(write_jsonl(tmp_path / "b.jsonl", [chat]))
 
 

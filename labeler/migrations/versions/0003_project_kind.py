@@ -1,7 +1,7 @@
 """Project.kind: "ranking" (rank K responses) or "arena" (blind A/B votes between checkpoints).
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003_project_kind
+Revises: 0002_annotation_version
 Create Date: 2026-11-30 22:10:00
 """
 
@@ -9,8 +9,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0002'
-down_revision = '0001'
+revision = '0003_project_kind'
+down_revision = '0002_annotation_version'
 branch_labels = None
 depends_on = None
 
