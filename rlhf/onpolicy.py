@@ -75,7 +75,14 @@ class OnpolicyArguments(StageArguments):
                                        "truly on-policy pairs and an unbiased KL estimate."}
     )
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
-    batch_size: int = field(default=16, metadata={"help": "Sequences per generate / scoring / log-prob batch."})
+    batch_size: int = field(
+        default=32, metadata={"help": "Sequences per generate call and per reward-scoring batch (log-prob batches "
+                                      "for the KL: at most 16)."}
+    )
+    kl_samples: int = field(
+        default=0, metadata={"help": "Estimate the KL from the first N samples only (0 = all of them): it costs a "
+                                     "forward pass of the policy and one of the SFT model over those samples."}
+    )
     measure_final: bool = field(
         default=True, metadata={"help": "After the last iteration, sample the final policy once more (on the first "
                                         "iteration's prompts) for its reward, KL and length."}
@@ -131,6 +138,8 @@ def check_args(args: OnpolicyArguments, model_args, source: str) -> None:
         raise RlhfError(f"{source}: prompts_per_iteration must be 0 (all) or more, got {args.prompts_per_iteration}")
     if args.batch_size < 1 or args.max_new_tokens < 1:
         raise RlhfError(f"{source}: batch_size and max_new_tokens must be at least 1")
+    if args.kl_samples < 0:
+        raise RlhfError(f"{source}: kl_samples must be 0 (all samples) or more, got {args.kl_samples}")
     if args.temperature <= 0:
         raise RlhfError(f"{source}: temperature must be above 0: greedy decoding gives k identical responses")
     if not model_args.use_peft:
@@ -153,7 +162,8 @@ def sample_and_score(policy_path: str, sft_path: str, tokenizer, judge, prompts:
     """k samples per prompt from the policy at `policy_path`, with reward and the log-probs of the KL estimate.
 
     The policy is loaded merged (plain generation speed); for the KL the SFT model scores the same sampled
-    tokens. When the policy is the SFT model itself the KL is exactly 0 and the second pass is skipped.
+    tokens (the first `kl_samples` of them). When the policy is the SFT model itself the KL is exactly 0 and
+    both log-prob passes are skipped.
     """
     from rlhf.eval import sample_responses, token_logprobs
     from rlhf.models import load_causal_lm
@@ -163,16 +173,21 @@ def sample_and_score(policy_path: str, sft_path: str, tokenizer, judge, prompts:
     policy = load_causal_lm(policy_path).eval()
     samples = sample_responses(policy, tokenizer, repeated, args.max_new_tokens, args.temperature, args.top_p,
                                args.batch_size, seed)
-    own = ref = None
+    own = ref = []
     if policy_path != sft_path:
-        own = token_logprobs(policy, samples, args.batch_size)
+        kl_part = samples[: args.kl_samples] if args.kl_samples > 0 else samples
+        # A log-prob batch holds batch x length x vocabulary floats twice (logits, log-softmax): 16 x 130 x 49k
+        # x 4 bytes is 400 MB each on the embedded model, so it is capped below a large generation batch.
+        logprob_batch = min(args.batch_size, 16)
+        own = token_logprobs(policy, kl_part, logprob_batch)
         del policy
-        ref = token_logprobs(load_causal_lm(sft_path).eval(), samples, args.batch_size)
+        ref = token_logprobs(load_causal_lm(sft_path).eval(), kl_part, logprob_batch)
     judge_model, judge_tokenizer = judge
     rewards = score_texts(judge_model, judge_tokenizer, repeated, [s["text"] for s in samples], args.batch_size)
     return [
         {"prompt_index": i // args.k, "prompt": p, "response": s["text"], "tokens": len(s["response_ids"]),
-         "reward": r, "logp_policy": sum(own[i]) if own else None, "logp_reference": sum(ref[i]) if ref else None}
+         "reward": r, "logp_policy": sum(own[i]) if i < len(own) else None,
+         "logp_reference": sum(ref[i]) if i < len(ref) else None}
         for i, (p, s, r) in enumerate(zip(repeated, samples, rewards))
     ]
 
@@ -200,6 +215,7 @@ def sample_figures(samples: list[dict[str, Any]]) -> dict[str, Any]:
     kls = [s["logp_policy"] - s["logp_reference"] for s in samples if s["logp_policy"] is not None]
     return {
         "samples": len(samples),
+        "kl_samples": len(kls),
         "mean_reward": sum(rewards) / len(rewards),
         "kl_to_reference": sum(kls) / len(kls) if kls else 0.0,
         "mean_length": sum(s["tokens"] for s in samples) / len(samples),

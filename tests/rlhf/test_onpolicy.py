@@ -91,7 +91,7 @@ def run_onpolicy(tiny_model, reward_folder, tmp_path, *extra) -> int:
     return cli(["onpolicy", "--model_name_or_path", tiny_model, "--reward_model_path", reward_folder,
                 "--prompts_file", str(write_prompts(tmp_path / "prompts.jsonl")), "--output_dir", str(tmp_path / "op"),
                 "--prompts_per_iteration", "3", "--k", "3", "--reward_margin", "0", "--max_new_tokens", "8",
-                "--batch_size", "9", "--max_steps", "2", "--per_device_train_batch_size", "2",
+                "--batch_size", "9", "--kl_samples", "6", "--max_steps", "2", "--per_device_train_batch_size", "2",
                 "--learning_rate", "1e-2", "--max_length", "64", "--save_steps", "1", *extra])
 
 
@@ -125,6 +125,7 @@ def test_onpolicy_iterates_logs_each_iteration_and_resumes(tiny_model, reward_fo
     for m in figures.values():
         assert {"mean_reward", "kl_to_reference", "mean_length"} <= set(m)
     assert figures[1]["kl_to_reference"] == 0.0  # iteration 1 samples the SFT model, which is the reference
+    assert figures[1]["kl_samples"] == 0 and figures[2]["kl_samples"] == 6  # 6 of the 9 samples (kl_samples)
     assert figures[2]["kl_to_reference"] != 0.0 and figures[3]["kl_to_reference"] != 0.0
     summary = json.loads((out / "summary.json").read_text())
     assert [r["iteration"] for r in summary["per_iteration"]] == [1, 2]
