@@ -186,3 +186,27 @@ def test_onpolicy_checks_its_options_before_any_work(tiny_model, reward_folder, 
     assert run_onpolicy(tiny_model, reward_folder, tmp_path, "--prompt_split", "test") == 2
     assert "no prompt rows of split 'test'" in capsys.readouterr().err
     assert not (tmp_path / "op").exists()
+
+
+def test_an_interrupted_iteration_keeps_its_scored_samples(tiny_model, reward_folder, tmp_path):
+    """An iteration without its summary.json is redone from its samples.jsonl: no new sampling or scoring.
+
+    The samples' rewards are rewritten by hand so that exactly one prompt has a gap over the margin; the
+    redone iteration must pair that prompt's two chosen samples and nothing else."""
+    out = tmp_path / "op"
+    assert run_onpolicy(tiny_model, reward_folder, tmp_path, "--iterations", "1", "--measure_final", "false") == 0
+    it_dir = out / "iteration-1"
+    samples = [json.loads(x) for x in (it_dir / "samples.jsonl").read_text().splitlines()]
+    for i, s in enumerate(samples):
+        s["reward"] = {4: 5.0, 5: -5.0}.get(i, 0.0)  # prompt 2 (samples 3-5): best sample 4, worst sample 5
+    (it_dir / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    (it_dir / "summary.json").unlink()  # as if stopped before the iteration finished
+
+    assert run_onpolicy(tiny_model, reward_folder, tmp_path, "--iterations", "1", "--measure_final", "false",
+                        "--reward_margin", "1.0") == 0
+    pairs = [json.loads(x) for x in (it_dir / "pairs.jsonl").read_text().splitlines()]
+    assert [(p["chosen"][0]["content"], p["rejected"][0]["content"], p["reward_gap"]) for p in pairs] == [
+        (samples[4]["response"], samples[5]["response"], 10.0)]
+    record = json.loads((it_dir / "summary.json").read_text())
+    assert record["kept_pairs"] == 1 and record["mean_kept_margin"] == 10.0 and record["mean_reward"] == 0.0
+    assert json.loads((out / "summary.json").read_text())["final"] is None
