@@ -443,5 +443,5 @@ def log_record(out: Path, writer, record: dict[str, Any], name: str) -> None:
                 writer.add_scalar(f"onpolicy/{key}", value, record["iteration"])
         writer.flush()
     tqdm.write(f"[rlhf onpolicy] {name}: mean reward {record['mean_reward']:.3f}, "
-               f"kl {record['kl_to_reference']:.3f}, length {record['mean_length']:.1f}, "
-               f"kept pairs {record.get('kept_pairs', '-')}")
+               f"kl {record['kl_to_reference']:.3f}, length {record['mean_length']:.1f}"
+               + (f", kept pairs {record['kept_pairs']}" if "kept_pairs" in record else ""))
