@@ -147,6 +147,21 @@ def check_args(args: OnpolicyArguments, model_args, source: str) -> None:
                         "which (adapter disabled) is DPO's reference in every iteration")
 
 
+def device() -> str:
+    """Where sampling and scoring run (DPOTrainer places its own model): CUDA when there is one, as in generate."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_judge(reward_path: str):
+    """The reward model and its tokenizer, on the sampling device."""
+    from rlhf.reward import load_reward_model
+
+    model, tokenizer = load_reward_model(reward_path)
+    return model.to(device()), tokenizer
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -170,7 +185,7 @@ def sample_and_score(policy_path: str, sft_path: str, tokenizer, judge, prompts:
     from rlhf.reward import score_texts
 
     repeated = [p for p in prompts for _ in range(args.k)]
-    policy = load_causal_lm(policy_path).eval()
+    policy = load_causal_lm(policy_path).eval().to(device())
     samples = sample_responses(policy, tokenizer, repeated, args.max_new_tokens, args.temperature, args.top_p,
                                args.batch_size, seed)
     own = ref = []
@@ -181,7 +196,7 @@ def sample_and_score(policy_path: str, sft_path: str, tokenizer, judge, prompts:
         logprob_batch = min(args.batch_size, 16)
         own = token_logprobs(policy, kl_part, logprob_batch)
         del policy
-        ref = token_logprobs(load_causal_lm(sft_path).eval(), kl_part, logprob_batch)
+        ref = token_logprobs(load_causal_lm(sft_path).eval().to(device()), kl_part, logprob_batch)
     judge_model, judge_tokenizer = judge
     rewards = score_texts(judge_model, judge_tokenizer, repeated, [s["text"] for s in samples], args.batch_size)
     return [
@@ -263,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     from rlhf.config import lora_config, parse_stage_args
     from rlhf.data import load_prompts
     from rlhf.models import load_tokenizer, resolve_model_path
-    from rlhf.reward import check_reward_accuracy, check_reward_model, load_reward_model
+    from rlhf.reward import check_reward_accuracy, check_reward_model
     from rlhf.runs import write_summary
 
     args, training_args, model_args, config_path = parse_stage_args(
@@ -297,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             record = json.loads((it_dir / "summary.json").read_text())
             tqdm.write(f"[rlhf onpolicy] iteration {iteration}: done before, skipped")
         else:
-            judge = judge or load_reward_model(reward_path)
+            judge = judge or load_judge(reward_path)
             record = run_iteration(iteration, it_dir, previous, rows, sft_path, tokenizer, judge, training_args,
                                    peft_config, args, out, source)
             log_record(out, writer, record, f"iteration {iteration}")
@@ -357,7 +372,6 @@ def measure_final_policy(final_dir: Path, policy: str, rows: list[dict], sft_pat
                          judge, args: OnpolicyArguments, seed: int, writer) -> dict[str, Any]:
     """The final policy sampled on the first iteration's prompts with its seed: reward, KL and length that
     compare like for like with iteration 1's figures (the SFT model's). Kept in final/summary.json."""
-    from rlhf.reward import load_reward_model
     from rlhf.runs import write_summary
 
     if (final_dir / "summary.json").is_file():
@@ -367,8 +381,7 @@ def measure_final_policy(final_dir: Path, policy: str, rows: list[dict], sft_pat
     started = time.perf_counter()
     final_dir.mkdir(exist_ok=True)
     prompts = [r["prompt"] for r in iteration_prompts(rows, args.prompts_per_iteration, 1, seed)]
-    samples = sample_and_score(policy, sft_path, tokenizer, judge or load_reward_model(reward_path), prompts, args,
-                               seed + 1)
+    samples = sample_and_score(policy, sft_path, tokenizer, judge or load_judge(reward_path), prompts, args, seed + 1)
     write_jsonl(final_dir / "samples.jsonl", samples)
     final = {"iteration": "final", "policy_after_iterations": args.iterations, "policy": policy,
              "prompts": len(prompts), **sample_figures(samples), "seconds": round(time.perf_counter() - started, 2)}
