@@ -15,8 +15,8 @@ Each of `iterations` iterations:
      so `beta` bounds the drift from SFT, not just from the previous iteration.
 Every iteration records, for the policy it sampled from: mean_reward, kl_to_reference (mean over samples of
 sum_t [log p_policy(y_t) - log p_sft(y_t)] on the sampled tokens: unbiased at temperature 1 and top_p 1),
-mean_length (tokens) and the kept pairs' mean reward gap, plus DPO's losses; to metrics.jsonl, TensorBoard
-and summary.json's `per_iteration`. With `measure_final`, the final policy is sampled once more on the first
+mean_length (tokens) and the kept pairs' mean reward gap, plus DPO's losses; to metrics.jsonl, TensorBoard,
+summary.json's `per_iteration` and iterations.png. With `measure_final`, the final policy is sampled once more on the first
 iteration's prompts (same seed), so first and final reward compare like for like.
 
 Output: <output_dir>/iteration-N/ (samples.jsonl, pairs.jsonl, that iteration's adapter, summary.json), the
@@ -361,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         "policy": str(out),
         "use_peft": model_args.use_peft,
     }
+    summary["plot"] = str(write_plot(out / "iterations.png", records, final))
     write_summary(out, summary)
     print(f"[rlhf onpolicy] {args.iterations} iteration(s), {summary['kept_pairs']} pairs: mean reward "
           f"{summary['first_mean_reward']:.3f} -> {summary['last_mean_reward']:.3f}, kl {summary['last_kl_to_reference']:.3f}, "
@@ -388,6 +389,20 @@ def measure_final_policy(final_dir: Path, policy: str, rows: list[dict], sft_pat
     log_record(final_dir.parent, writer, {**final, "iteration": args.iterations + 1}, "final policy")
     write_summary(final_dir, final)
     return final
+
+
+def write_plot(path: Path, records: list[dict[str, Any]], final: dict[str, Any] | None) -> Path:
+    """iterations.png: the sampled policy's mean reward, KL to the SFT model and length, and the kept pairs, over
+    the number of DPO iterations behind the policy, so a reward that rises while the length runs away shows."""
+    from rlhf.plots import plot_panels
+
+    measured = records + ([final] if final else [])
+    xs = [r["policy_after_iterations"] for r in measured]
+    panels = {title: {"policy": (xs, [r[key] for r in measured])}
+              for title, key in (("mean reward", "mean_reward"), ("KL to the SFT model", "kl_to_reference"),
+                                 ("mean length (tokens)", "mean_length"))}
+    panels["kept pairs"] = {"policy": ([r["policy_after_iterations"] for r in records], [r["kept_pairs"] for r in records])}
+    return plot_panels(path, panels, "rlhf onpolicy: the sampled policy per iteration", "DPO iterations behind the policy")
 
 
 def prepare_out(args, training_args, model_args, config_path) -> Path:

@@ -145,6 +145,7 @@ def test_onpolicy_iterates_logs_each_iteration_and_resumes(tiny_model, reward_fo
     # the final policy answers iteration 1's prompts (like for like); iteration 2 had the next ones
     assert sampled_prompts("final") == sampled_prompts("iteration-1") != sampled_prompts("iteration-2")
     assert list((out / "runs" / "iterations").glob("events.out.tfevents.*"))
+    assert summary["plot"] == str(out / "iterations.png") and (out / "iterations.png").stat().st_size > 1000
 
     # the kept pairs are each prompt's best and worst sample by reward; held-out prompts were never sampled
     samples = [json.loads(x) for x in (out / "iteration-2" / "samples.jsonl").read_text().splitlines()]
