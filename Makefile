@@ -19,7 +19,7 @@ help:
 	@echo "make quickstart  the main job on the embedded SmolLM2-135M-Instruct"
 	@echo "make test        the test suite (under 15 minutes on 2 cores)"
 	@echo "make test-slow   the slow tests (real model training), excluded from make test"
-	@echo "make smoke       generate -> sft -> reward -> dpo -> rl -> eval -> export on a tiny model"
+	@echo "make smoke       generate -> sft -> reward -> dpo -> rl -> onpolicy -> eval -> export on a tiny model"
 	@echo "make bench       the benchmarks under scripts/bench_*.py"
 
 setup: $(STAMP)

@@ -17,6 +17,7 @@ STAGES = {
     "reward": "train a reward model (TRL RewardTrainer) on preferences; report held-out accuracy",
     "dpo": "direct preference optimisation (TRL DPOTrainer) from an SFT checkpoint",
     "rl": "online RL against the reward model (TRL GRPOTrainer, or RLOOTrainer)",
+    "onpolicy": "on-policy DPO: sample from the policy, pair by the reward model, DPO; iterated",
     "eval": "compare policies on held-out prompts: reward, win rate, KL, length; plots",
     "export": "merge LoRA, save a Hugging Face folder with tokenizer, chat template and model card",
     "loop": "the closed loop: generate -> label -> export -> sft -> reward -> dpo/rl -> eval -> export",

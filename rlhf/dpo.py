@@ -42,8 +42,48 @@ def mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def build_trainer(model, tokenizer, training_args, train, evaluation, peft_config, start_path: str, callbacks: list):
+    """TRL's DPOTrainer on `model`; with `peft_config` a fresh LoRA whose reference is the adapter disabled.
+
+    The new adapter applies to the merged start model, i.e. the input folder `start_path` (load_causal_lm
+    merges adapter chains recursively), not to the original base: its adapter_config.json says so.
+    Used by `rlhf dpo` and, once per iteration, by `rlhf onpolicy`.
+    """
+    from trl import DPOTrainer
+
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=None,  # with LoRA: the adapter-disabled model; without: a frozen copy of the start model
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    if peft_config is not None:
+        trainer.model.peft_config["default"].base_model_name_or_path = str(Path(start_path).resolve())
+    return trainer
+
+
+def loss_figures(logs: list[dict]) -> dict:
+    """First/last loss, first/last-quarter mean loss and the last reward accuracy and margin of DPO's log lines."""
+    logs = [m for m in logs if "loss" in m]
+    losses = [m["loss"] for m in logs]
+    head, tail = losses[: max(1, len(losses) // 4)], losses[-max(1, len(losses) // 4) :]
+    return {
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        # single steps are noisy with tiny batches; the first and last quarter of the run say more
+        "first_quarter_mean_loss": mean(head),
+        "last_quarter_mean_loss": mean(tail),
+        "last_reward_accuracy": logs[-1].get("rewards/accuracies") if logs else None,
+        "last_reward_margin": logs[-1].get("rewards/margins") if logs else None,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
-    from trl import DPOConfig, DPOTrainer, ModelConfig
+    from trl import DPOConfig, ModelConfig
 
     from rlhf.config import lora_config, parse_stage_args, resolved_config, sample_rows
     from rlhf.data import data_hash, load_preferences, split_train_test
@@ -70,39 +110,18 @@ def main(argv: list[str] | None = None) -> int:
 
     tokenizer = load_tokenizer(model_path)
     model = load_causal_lm(model_path, dtype=model_args.dtype or "float32")  # an SFT adapter is merged here
-    trainer = DPOTrainer(
-        model=model,
-        ref_model=None,  # with LoRA: the adapter-disabled model; without: a frozen copy of the start model
-        args=training_args,
-        train_dataset=train,
-        eval_dataset=evaluation,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[metrics_callback(out)],
-    )
-    if model_args.use_peft:
-        # The new adapter applies to the merged start model, i.e. the input folder (load_causal_lm merges
-        # adapter chains recursively), not to the original base.
-        trainer.model.peft_config["default"].base_model_name_or_path = str(Path(model_path).resolve())
+    trainer = build_trainer(model, tokenizer, training_args, train, evaluation, peft_config, model_path,
+                            callbacks=[metrics_callback(out)])
     result = trainer.train(resume_from_checkpoint=last_checkpoint(out))
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
 
-    logs = [m for m in read_metrics(out) if "loss" in m]
-    losses = [m["loss"] for m in logs]
-    head, tail = losses[: max(1, len(losses) // 4)], losses[-max(1, len(losses) // 4) :]
     summary = {
         "model_name_or_path": model_args.model_name_or_path,
         "train_rows": len(train),
         "steps": result.global_step,
         "beta": training_args.beta,
-        "first_loss": losses[0] if losses else None,
-        "last_loss": losses[-1] if losses else None,
-        # single steps are noisy with tiny batches; the first and last quarter of the run say more
-        "first_quarter_mean_loss": mean(head),
-        "last_quarter_mean_loss": mean(tail),
-        "last_reward_accuracy": logs[-1].get("rewards/accuracies") if logs else None,
-        "last_reward_margin": logs[-1].get("rewards/margins") if logs else None,
+        **loss_figures(read_metrics(out)),
         "train_runtime_s": result.metrics.get("train_runtime"),
         "use_peft": model_args.use_peft,
     }

@@ -13,6 +13,8 @@ r(chosen) - r(rejected). Both go to summary.json and metrics.jsonl.
 
 Other stages load the result with `load_reward_model(path)` and score with `score_texts(...)`, which
 formats each (prompt, response) with the chat template exactly as RewardTrainer tokenized the pairs.
+Stages that optimise against a reward model (rl, onpolicy) first call `check_reward_accuracy`: the quality
+gate that refuses one whose held-out accuracy is below their `min_reward_accuracy`.
 """
 
 from __future__ import annotations
@@ -164,6 +166,36 @@ def check_reward_model(path: str) -> str:
         raise RlhfError(f"reward_model_path: {path} is not a reward model (architectures {architectures}); "
                         "train one with `rlhf reward`")
     return path
+
+
+MIN_REWARD_ACCURACY = 0.6  # the gate's default: a model that orders 6 held-out pairs in 10 rightly is barely a signal
+MIN_REWARD_ACCURACY_HELP = (
+    "Refuse a reward model whose held-out accuracy (its summary.json, written by `rlhf reward`) is below this "
+    f"(default {MIN_REWARD_ACCURACY}): optimising against a near-chance judge only teaches its blind spots. "
+    "0 turns the check off (e.g. a reward model trained elsewhere, with no summary.json)."
+)
+
+
+def check_reward_accuracy(path: str, threshold: float) -> float | None:
+    """The reward model's held-out accuracy from `path`/summary.json; RlhfError (one line) when it is below
+    `threshold`, when the figure is missing, or when it was measured on the training pairs. 0 skips the check
+    and returns the figure when there is one."""
+    summary_file = Path(path) / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    accuracy = summary.get("heldout_accuracy")
+    if threshold <= 0:
+        return accuracy
+    override = "pass --min_reward_accuracy 0 to use it anyway"
+    if accuracy is None:
+        raise RlhfError(f"reward_model_path: {path} has no held-out accuracy (no summary.json from `rlhf reward`) to "
+                        f"check against min_reward_accuracy {threshold}; {override}")
+    if str(summary.get("heldout_source", "")).startswith("train_file itself"):
+        raise RlhfError(f"reward_model_path: {path}: its accuracy {accuracy:.3f} was measured on its own training "
+                        f"pairs (no held-out split), so min_reward_accuracy {threshold} cannot be checked; {override}")
+    if accuracy < threshold:
+        raise RlhfError(f"reward_model_path: {path}: held-out accuracy {accuracy:.3f} is below min_reward_accuracy "
+                        f"{threshold}; train a better reward model (more pairs, more epochs) or {override}")
+    return accuracy
 
 
 def load_reward_model(path: str):

@@ -11,6 +11,8 @@ sent through the chat template; `num_generations` completions per prompt are sco
 `reward_processing_classes`. GRPO normalises rewards within each prompt's group and optimises PPO's clipped
 objective; RLOO uses the leave-one-out baseline. `beta` > 0 adds the KL penalty to the reference and makes
 TRL log `kl` (metrics.jsonl, TensorBoard). Options after `--trainer` are GRPOConfig's or RLOOConfig's.
+The reward model must pass the quality gate: its held-out accuracy (the reward stage's summary.json) at
+least `min_reward_accuracy` (default 0.6); `--min_reward_accuracy 0` uses it anyway.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from rlhf.config import StageArguments
 from rlhf.errors import RlhfError
+from rlhf.reward import MIN_REWARD_ACCURACY, MIN_REWARD_ACCURACY_HELP
 
 TRAINERS = ("grpo", "rloo")
 
@@ -32,6 +35,7 @@ class RlArguments(StageArguments):
     reward_model_path: str | None = field(
         default=None, metadata={"help": "Reward model folder written by `rlhf reward` (adapter or full model)."}
     )
+    min_reward_accuracy: float = field(default=MIN_REWARD_ACCURACY, metadata={"help": MIN_REWARD_ACCURACY_HELP})
     trainer: str = field(
         default="grpo",
         metadata={"help": "grpo (TRL GRPOTrainer) or rloo (TRL RLOOTrainer).", "choices": list(TRAINERS)},
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     from rlhf.config import lora_config, parse_stage_args, resolved_config
     from rlhf.data import data_hash, load_prompts
     from rlhf.models import is_adapter, load_causal_lm, load_tokenizer, resolve_model_path
-    from rlhf.reward import check_reward_model, load_reward_model
+    from rlhf.reward import check_reward_accuracy, check_reward_model, load_reward_model
     from rlhf.runs import last_checkpoint, metrics_callback, prepare_run_dir, read_metrics, write_summary
 
     argv = list(argv or [])
@@ -102,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     model_path = resolve_model_path(model_args.model_name_or_path)
     peft_config = lora_config(model_args, args, model_path, source)  # checked before any run folder exists
     reward_path = check_reward_model(args.reward_model_path)
+    reward_accuracy = check_reward_accuracy(reward_path, args.min_reward_accuracy)
     if not model_args.use_peft and is_adapter(model_path) and training_args.beta != 0:
         # TRL rebuilds the reference of a full model from its config path, which for a merged adapter is
         # the adapter's base, not the SFT policy: the KL would be measured against the wrong model.
@@ -142,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         "trainer": kind,
         "model_name_or_path": model_args.model_name_or_path,
         "reward_model_path": args.reward_model_path,
+        "reward_model_accuracy": reward_accuracy,
         "prompts": len(train),
         "steps": result.global_step,
         "first_reward": logged[0]["reward"] if logged else None,

@@ -98,14 +98,18 @@ def read_summary(output_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads(p.read_text())
 
 
-def metrics_callback(output_dir: str | os.PathLike):
-    """A TrainerCallback that appends every logged dict (loss, rewards, KL, ...) to metrics.jsonl."""
+def metrics_callback(output_dir: str | os.PathLike, extra: dict[str, Any] | None = None):
+    """A TrainerCallback that appends every logged dict (loss, rewards, KL, ...) to metrics.jsonl.
+
+    `extra` goes into every line: `rlhf onpolicy` runs one trainer per iteration into one metrics.jsonl
+    and tags each line with its iteration, since every trainer counts its steps from 0.
+    """
     from transformers import TrainerCallback
 
     class MetricsCallback(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs:
                 clean = {k: v for k, v in logs.items() if isinstance(v, (int, float, str, bool))}
-                append_metrics(output_dir, {"step": state.global_step, "epoch": state.epoch, **clean})
+                append_metrics(output_dir, {**(extra or {}), "step": state.global_step, "epoch": state.epoch, **clean})
 
     return MetricsCallback()

@@ -9,18 +9,25 @@ import torch
 from rlhf.cli import main as cli
 
 
-@pytest.fixture(scope="module")
-def reward_folder(tiny_model, tmp_path_factory) -> str:
-    """A full-model reward folder (random score head) on the tiny model, as `rlhf reward --use_peft false` saves."""
+def write_reward_folder(tiny_model: str, out: Path, accuracy: float | None) -> str:
+    """A full-model reward folder (random score head) on the tiny model, as `rlhf reward --use_peft false` saves,
+    with the summary.json whose held-out accuracy the quality gate reads."""
     from transformers import AutoTokenizer
 
     from rlhf.reward import build_reward_model
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
-    out = tmp_path_factory.mktemp("rm") / "reward"
     build_reward_model(tiny_model, tok.pad_token_id).save_pretrained(out)
     tok.save_pretrained(out)
+    if accuracy is not None:
+        (out / "summary.json").write_text(json.dumps({"heldout_accuracy": accuracy, "heldout_rows": 20,
+                                                      "heldout_source": "eval_file labels/preferences/test"}))
     return str(out)
+
+
+@pytest.fixture(scope="module")
+def reward_folder(tiny_model, tmp_path_factory) -> str:
+    return write_reward_folder(tiny_model, tmp_path_factory.mktemp("rm") / "reward", accuracy=0.75)
 
 
 def write_prompts(path: Path) -> Path:
@@ -82,3 +89,51 @@ def test_rl_rejects_a_policy_folder_as_reward_model(tiny_model, tmp_path, capsys
 def test_rl_unknown_trainer_is_an_error(tiny_model, tmp_path, capsys):
     code = cli(["rl", "--trainer", "ppo", "--prompts_file", "x.jsonl", "--reward_model_path", tiny_model])
     assert code == 2 and "trainer" in capsys.readouterr().err
+
+
+# --- the quality gate: a reward model below min_reward_accuracy is refused ---------------------------------
+
+
+def test_rl_refuses_a_reward_model_below_the_gate_in_one_line(tiny_model, tmp_path, capsys):
+    weak = write_reward_folder(tiny_model, tmp_path / "weak", accuracy=0.52)
+    capsys.readouterr()  # building the folder printed progress bars; the stage's stderr is what counts
+    out = tmp_path / "rl"
+    code = cli(["rl", "--model_name_or_path", tiny_model, "--reward_model_path", weak,
+                "--prompts_file", str(write_prompts(tmp_path / "p.jsonl")), "--output_dir", str(out), "--max_steps", "1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "held-out accuracy 0.520 is below min_reward_accuracy 0.6" in err and "--min_reward_accuracy 0" in err
+    assert not out.exists()
+
+
+def test_rl_gate_override_trains_on_a_weak_reward_model(tiny_model, tmp_path):
+    weak = write_reward_folder(tiny_model, tmp_path / "weak", accuracy=0.52)
+    out = run_rl(tiny_model, weak, tmp_path, "--min_reward_accuracy", "0")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reward_model_accuracy"] == 0.52 and summary["steps"] == 2
+
+
+def test_rl_help_states_the_gate_and_its_default(capsys):
+    with pytest.raises(SystemExit):
+        cli(["rl", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--min_reward_accuracy" in text and "(default 0.6)" in text
+
+
+def test_check_reward_accuracy_reads_the_reward_stage_summary(tmp_path):
+    from rlhf.errors import RlhfError
+    from rlhf.reward import check_reward_accuracy
+
+    folder = tmp_path / "rm"
+    folder.mkdir()
+    with pytest.raises(RlhfError, match="no held-out accuracy"):
+        check_reward_accuracy(str(folder), 0.6)  # no summary.json: nothing to check against
+    assert check_reward_accuracy(str(folder), 0) is None  # the override needs no figure
+    (folder / "summary.json").write_text(json.dumps({"heldout_accuracy": 0.6, "heldout_source": "eval_file x"}))
+    assert check_reward_accuracy(str(folder), 0.6) == 0.6  # at the threshold passes
+    with pytest.raises(RlhfError, match="held-out accuracy 0.600 is below min_reward_accuracy 0.61"):
+        check_reward_accuracy(str(folder), 0.61)
+    (folder / "summary.json").write_text(json.dumps({"heldout_accuracy": 0.9, "heldout_source":
+                                                     "train_file itself (fewer than 10 rows or test_size 0: ...)"}))
+    with pytest.raises(RlhfError, match="measured on its own training pairs"):
+        check_reward_accuracy(str(folder), 0.6)

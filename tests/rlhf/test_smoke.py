@@ -24,6 +24,9 @@ def test_smoke_script_chains_every_stage_and_the_export_loads():
     reward = json.loads((runs / "reward" / "summary.json").read_text())
     assert 0.0 <= reward["heldout_accuracy"] <= 1.0 and reward["heldout_rows"] > 0
     assert any("kl" in json.loads(line) for line in (runs / "rl" / "metrics.jsonl").read_text().splitlines())
+    onpolicy = json.loads((runs / "onpolicy" / "summary.json").read_text())
+    assert [r["iteration"] for r in onpolicy["per_iteration"]] == [1, 2] and onpolicy["steps"] > 0
+    assert all({"mean_reward", "kl_to_reference", "mean_length", "kept_pairs"} <= set(r) for r in onpolicy["per_iteration"])
     evaluation = json.loads((runs / "eval" / "summary.json").read_text())
     assert set(evaluation["policies"]) == {"base", "sft", "dpo", "rl"}
     assert (runs / "eval" / "rewards.png").is_file()
