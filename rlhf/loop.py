@@ -45,8 +45,7 @@ from typing import Any
 
 from rlhf.errors import RlhfError
 
-STAGE_KEYS = ("generate", "sft", "reward", "dpo", "rl", "eval", "export")
-POLICY_STAGES = ("sft", "reward", "dpo", "rl", "eval", "export")
+STAGE_KEYS = ("generate", "sft", "reward", "dpo", "rl", "onpolicy", "eval", "export")
 
 
 @dataclass
@@ -97,8 +96,10 @@ class LoopArguments:
     selection_budget: int = field(default=0, metadata={"help": "With selection uncertain/random: pairs to send (0 = one per prompt)."})
     test_fraction: float = field(default=0.2, metadata={"help": "Share of labelled prompts held out for reward/DPO accuracy."})
     algorithm: str = field(
-        default="dpo", metadata={"help": "Policy optimisation after SFT: dpo, rl (GRPO/RLOO on the reward model), or dpo+rl.",
-                                 "choices": ["dpo", "rl", "dpo+rl"]}
+        default="dpo", metadata={"help": "Policy optimisation after SFT: dpo (on the people's pairs), rl (GRPO/RLOO on the "
+                                         "reward model), dpo+rl, or onpolicy_dpo (DPO on fresh policy samples that the "
+                                         "reward model pairs: `rlhf onpolicy`).",
+                                 "choices": ["dpo", "rl", "dpo+rl", "onpolicy_dpo"]}
     )
     arena: bool = field(
         default=True, metadata={"help": "After each round, push blind A/B tasks (final vs base, final vs the previous "
@@ -111,6 +112,7 @@ class LoopArguments:
     reward_config: str | None = field(default=None, metadata={"help": "Stage config for reward (YAML); default: the stage's defaults."})
     dpo_config: str | None = field(default=None, metadata={"help": "Stage config for dpo (YAML); default: the stage's defaults."})
     rl_config: str | None = field(default=None, metadata={"help": "Stage config for rl (YAML); default: the stage's defaults."})
+    onpolicy_config: str | None = field(default=None, metadata={"help": "Stage config for onpolicy (YAML); default: the stage's defaults."})
     eval_config: str | None = field(default=None, metadata={"help": "Stage config for eval (YAML); default: the stage's defaults."})
     export_config: str | None = field(default=None, metadata={"help": "Stage config for export (YAML); default: the stage's defaults."})
     seed: int = field(default=0, metadata={"help": "Seed for prompt rotation, sampling and simulated annotators."})
@@ -282,6 +284,14 @@ def run_round(args: LoopArguments, out: Path, round_no: int, policy: str, base: 
         final = run_stage("rl", args.rl_config, {
             "model_name_or_path": str(final), "reward_model_path": str(reward), "prompts_file": str(prompts_file),
             "output_dir": str(rdir / "rl")})
+    if args.algorithm == "onpolicy_dpo":
+        # Every train prompt, not only the round's labelled ones: the reward model labels the fresh samples.
+        onpolicy_prompts = rdir / "onpolicy_prompts.jsonl"
+        if not onpolicy_prompts.is_file():
+            write_jsonl(onpolicy_prompts, train)
+        final = run_stage("onpolicy", args.onpolicy_config, {
+            "model_name_or_path": str(sft), "reward_model_path": str(reward), "prompts_file": str(onpolicy_prompts),
+            "output_dir": str(rdir / "onpolicy"), "seed": args.seed + round_no})
 
     # 9. eval on the held-out prompts, 10. the blind arena, 11. export
     policies, names = [base, str(sft), str(final)], ["base", "sft", "final"]

@@ -82,3 +82,19 @@ def test_select_pairs_random_keeps_budget_and_two_candidates():
         assert all(t.startswith(task["prompt"] + " ") for t in texts)  # both candidates belong to that prompt
         assert task["meta"]["selection"] == {"mode": "random"} and "id" in task["meta"]
     assert select_pairs(tasks, "random", budget=3, reward_model=None, seed=0) == picked  # seeded
+
+
+def test_onpolicy_dpo_is_a_loop_algorithm(tiny_model, tmp_path, monkeypatch):
+    """algorithm onpolicy_dpo: after SFT and the reward model, the policy trains on fresh samples that the
+    reward model pairs (rlhf onpolicy) and that policy is the one evaluated and exported."""
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "loop"
+    assert rlhf_main(["loop", "--config", "configs/smoke/loop.yaml", "--model_name_or_path", tiny_model,
+                      "--output_dir", str(out), "--train_prompts", "6", "--heldout_prompts", "2",
+                      "--algorithm", "onpolicy_dpo", "--arena", "false"]) == 0
+    round1 = out / "round-1"
+    assert (round1 / "onpolicy" / "summary.json").is_file() and not (round1 / "dpo").exists()
+    evaluation = json.loads((round1 / "eval" / "summary.json").read_text())
+    assert evaluation["policies"]["final"]["path"] == str(round1 / "onpolicy")
+    summary = json.loads((out / "summary.json").read_text())
+    assert "arena" not in summary
