@@ -191,28 +191,22 @@ def ask_people(args: LoopArguments, project: str, progress: dict[str, Any], data
         f"  Then run the same `rlhf loop` command again: it continues from here.")
 
 
-def push_arena(args: LoopArguments, round_no: int, evaluation: Path, db, database_url: str) -> str:
+def arena_step(args: LoopArguments, round_no: int, evaluation: Path, db, database_url: str) -> str:
     """Blind A/B tasks from the eval's held-out responses: final vs base, and final vs the previous policy."""
-    from labeler.arena import GUIDELINES, arena_tasks
-
-    from rlhf.label import label_simulated, push_tasks
+    from rlhf.arena import push_arena
 
     by_policy: dict[str, list[dict]] = {}
     for rec in read_jsonl(evaluation / "responses.jsonl"):
         by_policy.setdefault(rec["policy"], []).append(rec)
     pairs = [("final", "base")] + ([("final", "previous")] if "previous" in by_policy else [])
     final = by_policy["final"]
-    tasks = arena_tasks([r["prompt"] for r in final],
-                        {name: [r["response"] for r in recs] for name, recs in by_policy.items()}, pairs,
-                        metas=[r["meta"] for r in final])
     project = arena_project(args, round_no)
-    pushed = push_tasks(db, project, tasks, k=2, overlap=args.overlap, kind="arena", guidelines=GUIDELINES,
-                        allow_edit=False)
-    log(f"arena: project {project}: {pushed['created']} blind A/B task(s) ({', '.join(f'{a} vs {b}' for a, b in pairs)})")
-    if args.annotators == "simulated":
-        label_simulated(db, database_url, project, args.simulated_annotators, args.error_rate,
-                        seed=args.seed + 1000 + round_no, edit=False, log=log)
-    else:
+    push_arena(db, database_url, project, [r["prompt"] for r in final],
+               {name: [r["response"] for r in recs] for name, recs in by_policy.items()}, pairs,
+               [r["meta"] for r in final], args.overlap,
+               simulated=args.simulated_annotators if args.annotators == "simulated" else 0,
+               error_rate=args.error_rate, seed=args.seed + 1000 + round_no, log=log)
+    if args.annotators == "human":
         log(f"arena: annotators vote at {args.labeler_url}/projects/{project}/annotate "
             f"(the report and summary.json pick up the votes on the next `rlhf loop` run)")
     return project
@@ -301,7 +295,7 @@ def run_round(args: LoopArguments, out: Path, round_no: int, policy: str, base: 
     evaluation = run_stage("eval", args.eval_config, {
         "policies": policies, "policy_names": names, "reference": "base",
         "reward_model_path": str(reward), "prompts_file": str(heldout_file), "output_dir": str(rdir / "eval")})
-    arena = push_arena(args, round_no, evaluation, db, database_url) if args.arena else None
+    arena = arena_step(args, round_no, evaluation, db, database_url) if args.arena else None
     export_dir = run_stage("export", args.export_config, {
         "model_name_or_path": str(final), "output_dir": str(rdir / "export"), "eval_dir": str(evaluation)})
 
