@@ -215,7 +215,12 @@ def projects_list(db_url):
 @click.option("--project", "project_name", required=True, help="The project the tasks go to.")
 @db_option
 def import_file(file, project_name, db_url):
-    """Import tasks from a JSONL FILE (one task per line, DESIGN.md's contract).
+    """Import tasks from a JSONL FILE, one task per line:
+
+    \b
+    {"prompt": str | [{"role", "content"}, ...],
+     "responses": [{"text": str, "model": str, "meta": {...}}, ...],   (exactly the project's K)
+     "meta": {...}, "gold_ranking": [1, 2, 2, ...]}                    (both optional)
 
     The whole file is checked first: one bad line fails the import with its line number and nothing
     is written. Tasks already in the project are skipped, so re-importing a file adds nothing.

@@ -67,7 +67,7 @@ SCHEMAS = {
     "Prompt": {"oneOf": [{"type": "string"}, {"type": "array", "items": ref("Message"), "minItems": 1}]},
     "TaskIn": {
         "type": "object",
-        "description": "one line of the tasks JSONL contract (DESIGN.md)",
+        "description": "one task: the same object as a line of the JSONL file `labeler import` reads",
         "required": ["prompt", "responses"],
         "additionalProperties": False,
         "properties": {
