@@ -168,10 +168,10 @@ def projects():
 @click.option("--overlap", type=int, default=1, show_default=True, help="Annotators per task (2+ lets you measure agreement).")
 @click.option("--criteria", default="", help="Comma-separated names of optional 1-5 scores, e.g. helpful,harmless.")
 @click.option("--guidelines", default="", help="Markdown shown to annotators: a file path, or the text itself.")
-@click.option("--lease-seconds", type=int, default=900, show_default=True,
+@click.option("--lease_seconds", "--lease-seconds", type=int, default=900, show_default=True,
               help="How long an annotator holds a task before it goes back to the pool.")
-@click.option("--no-edit", is_flag=True, help="Hide the 'write a better response' box.")
-@click.option("--no-rationale", is_flag=True, help="Do not ask for a free-text rationale.")
+@click.option("--no_edit", "--no-edit", is_flag=True, help="Hide the 'write a better response' box.")
+@click.option("--no_rationale", "--no-rationale", is_flag=True, help="Do not ask for a free-text rationale.")
 @db_option
 def projects_create(name, k, overlap, criteria, guidelines, lease_seconds, no_edit, no_rationale, db_url):
     """Create project NAME (letters, digits, '.', '_', '-'; it appears in URLs).
@@ -243,9 +243,9 @@ def import_file(file, project_name, db_url):
               help="Folder for the datasets (preferences, sft, raw) and their JSONL copies.")
 @click.option("--aggregation", type=click.Choice(["majority", "bradley-terry"]), default="majority", show_default=True,
               help="How rankings of several annotators become pairs: majority vote per pair (ties dropped) or Bradley-Terry scores.")
-@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None, help="Drop tasks whose annotators agree on fewer pairs than this fraction.")
-@click.option("--min-gold-accuracy", type=click.FloatRange(0, 1), default=None, help="Drop annotators whose gold-task accuracy is below this.")
-@click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=None,
+@click.option("--min_agreement", "--min-agreement", type=click.FloatRange(0, 1), default=None, help="Drop tasks whose annotators agree on fewer pairs than this fraction.")
+@click.option("--min_gold_accuracy", "--min-gold-accuracy", type=click.FloatRange(0, 1), default=None, help="Drop annotators whose gold-task accuracy is below this.")
+@click.option("--test_fraction", "--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Fraction of prompts held out as the test split (deterministic by prompt).")
 @db_option
 def export(project_name, out_dir, aggregation, min_agreement, min_gold_accuracy, test_fraction, db_url):

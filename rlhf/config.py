@@ -79,6 +79,19 @@ def locate_recipe_paths(instance: Any) -> None:
                 pass  # left as given: the caller's own check names the key
 
 
+# Keys that were renamed: the old spelling is refused with a message naming the new one.
+RENAMED_KEYS = {
+    "test_size": "test_fraction (the share of prompts held out, as in `labeler export` and the loop)",
+}
+
+
+def refuse_renamed(keys, source: str, stage: str) -> None:
+    for key in keys:
+        old = str(key).lstrip("-").split("=", 1)[0].replace("-", "_")
+        if old in RENAMED_KEYS:
+            raise RlhfError(f"{source}: key '{old}' of `rlhf {stage}` is now spelled {RENAMED_KEYS[old]}")
+
+
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Read a YAML mapping; a missing file or a syntax error names the file (and line)."""
     path = Path(path)
@@ -259,8 +272,10 @@ def parse_stage_args(
         del argv[i : i + 2]
     actions = {a.dest: a for a in parser._actions if a.dest not in ("help", None)}
     merged: dict[str, Any] = dict(defaults or {})
+    refuse_renamed([a for a in argv if a.startswith("--")], "command line", stage)
     if config_path is not None:
         config = read_yaml(config_path)
+        refuse_renamed([k for k in config if k not in actions], config_path, stage)
         for key, value in config.items():
             if key not in actions:
                 hint = difflib.get_close_matches(str(key), list(actions), n=1)

@@ -8,7 +8,7 @@ base and a fresh LoRA is trained on top. With LoRA the reference model is the sa
 adapter disabled, so no second copy is held in memory. Preferences are TRL's format: `prompt`, `chosen`,
 `rejected` as strings or message lists. `beta` sets how far the policy may drift from the reference
 (smaller = further). The summary records first/last loss, reward accuracy and margins, and held-out
-figures when `eval_file` or `test_size` is given.
+figures when `eval_file` or `test_fraction` is given.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ class DpoArguments(StageArguments):
         default=None, metadata={"help": "JSONL/Parquet/datasets folder of preferences: prompt?, chosen, rejected."}
     )
     eval_file: str | None = field(default=None, metadata={"help": "Optional held-out preferences, same format."})
-    test_size: float = field(
-        default=0.0, metadata={"help": "Without eval_file: hold out this fraction of train_file (needs 10+ rows)."}
+    test_fraction: float = field(
+        default=0.0,
+        metadata={"help": "Without eval_file: hold out this share of train_file's prompts (a prompt's rows stay "
+                          "together, as in `labeler export`; needs 10+ rows)."},
     )
 
 
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     train = load_preferences(args.train_file)
     evaluation = load_preferences(args.eval_file) if args.eval_file else None
     if evaluation is None:
-        train, evaluation = split_train_test(train, args.test_size, seed=training_args.seed)
+        train, evaluation = split_train_test(train, args.test_fraction, seed=training_args.seed)
     train = sample_rows(train, args, training_args.seed, source)
     config = resolved_config(args, training_args, model_args)
     out = prepare_run_dir(training_args.output_dir, STAGE, config, data_hash=data_hash(args.train_file),

@@ -7,7 +7,7 @@ The reward model is AutoModelForSequenceClassification (one output) built on the
 `model_name_or_path` (a LoRA adapter folder is merged onto its base first). With LoRA (the default) the
 adapter is a SEQ_CLS adapter, so PEFT trains and saves the `score` head next to the LoRA weights.
 
-After training, the held-out pairs (`eval_file`, else a `test_size` split of `train_file`) are scored by
+After training, the held-out pairs (`eval_file`, else a `test_fraction` split of `train_file`) are scored by
 this module's own code: accuracy is the fraction of pairs with r(chosen) > r(rejected), margin the mean
 r(chosen) - r(rejected). Both go to summary.json and metrics.jsonl.
 
@@ -34,11 +34,12 @@ class RewardArguments(StageArguments):
     )
     eval_file: str | None = field(
         default=None,
-        metadata={"help": "Held-out preference pairs; when unset, `test_size` of train_file is held out."},
+        metadata={"help": "Held-out preference pairs; when unset, `test_fraction` of train_file is held out."},
     )
-    test_size: float = field(
+    test_fraction: float = field(
         default=0.1,
-        metadata={"help": "Fraction of train_file held out for accuracy when eval_file is unset (0 = none)."},
+        metadata={"help": "Without eval_file: the share of train_file's prompts held out for accuracy (a prompt's "
+                          "pairs stay together, as in `labeler export`; 0 = none)."},
     )
 
 
@@ -226,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     source = config_path or "command line"
     if not args.train_file:
         raise RlhfError(f"{source}: key 'train_file' is required (a preference file with chosen/rejected)")
-    if not 0 <= args.test_size < 1:
-        raise RlhfError(f"{source}: key 'test_size' must be in [0, 1), got {args.test_size}")
+    if not 0 <= args.test_fraction < 1:
+        raise RlhfError(f"{source}: key 'test_fraction' must be in [0, 1), got {args.test_fraction}")
     model_path = resolve_model_path(model_args.model_name_or_path)
     peft_config = lora_config(model_args, args, model_path, source)  # checked before any run folder exists
     dataset = load_preferences(args.train_file).map(to_conversational)
@@ -235,11 +236,11 @@ def main(argv: list[str] | None = None) -> int:
         train_set, heldout = dataset, load_preferences(args.eval_file, extra=("source",)).map(to_conversational)
         heldout_source = f"eval_file {args.eval_file}"
     else:
-        train_set, heldout = split_train_test(dataset, args.test_size, seed=training_args.seed)
-        heldout_source = f"test_size {args.test_size} of train_file"
+        train_set, heldout = split_train_test(dataset, args.test_fraction, seed=training_args.seed)
+        heldout_source = f"test_fraction {args.test_fraction} of train_file"
     if heldout is None:
         # Too few rows to hold any out: the figure is then training accuracy, and summary.json says so.
-        heldout, heldout_source = train_set, "train_file itself (fewer than 10 rows or test_size 0: no held-out split)"
+        heldout, heldout_source = train_set, "train_file itself (fewer than 10 rows or test_fraction 0: no held-out split)"
     train_set = sample_rows(train_set, args, training_args.seed, source)
     config = resolved_config(args, training_args, model_args)
     out = prepare_run_dir(training_args.output_dir, "reward", config, data_hash=data_hash(args.train_file),

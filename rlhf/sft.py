@@ -25,8 +25,10 @@ class SftArguments(StageArguments):
         default=None, metadata={"help": "JSONL/Parquet/datasets folder: prompt + completion, or messages."}
     )
     eval_file: str | None = field(default=None, metadata={"help": "Optional held-out file in the same format."})
-    test_size: float = field(
-        default=0.0, metadata={"help": "Without eval_file: hold out this fraction of train_file (needs 10+ rows)."}
+    test_fraction: float = field(
+        default=0.0,
+        metadata={"help": "Without eval_file: hold out this share of train_file's prompts (a prompt's rows stay "
+                          "together, as in `labeler export`; needs 10+ rows)."},
     )
 
 
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     train = load_sft(args.train_file)
     evaluation = load_sft(args.eval_file) if args.eval_file else None
     if evaluation is None:
-        train, evaluation = split_train_test(train, args.test_size, seed=training_args.seed)
+        train, evaluation = split_train_test(train, args.test_fraction, seed=training_args.seed)
     train = sample_rows(train, args, training_args.seed, source)
     config = resolved_config(args, training_args, model_args)
     out = prepare_run_dir(training_args.output_dir, STAGE, config, data_hash=data_hash(args.train_file),

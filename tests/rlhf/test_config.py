@@ -150,3 +150,28 @@ def test_the_loop_recipe_names_its_stage_recipes(tmp_path, monkeypatch):
     args, _ = parse_stage_args("loop", (LoopArguments,), ["--config", "smoke"])
     assert args.prompts_file == str(RECIPES / "data" / "smoke" / "loop_prompts.jsonl")
     assert args.dpo_config == str(RECIPES / "smoke" / "dpo.yaml")
+
+
+def test_old_test_size_spelling_is_refused_naming_test_fraction(tmp_path):
+    path = yaml_file(tmp_path, "test_size: 0.2\n")
+    with pytest.raises(RlhfError, match=rf"{path}: key 'test_size' of `rlhf dpo` is now spelled test_fraction"):
+        parse_stage_args("dpo", DPO_TYPES, ["--config", path], defaults=dpo_defaults())
+    for flag in ("--test_size", "--test-size"):
+        with pytest.raises(RlhfError, match=r"command line: key 'test_size' .* test_fraction"):
+            parse_stage_args("dpo", DPO_TYPES, [flag, "0.2"], defaults=dpo_defaults())
+
+
+def test_held_out_split_keeps_a_prompts_rows_together():
+    import datasets
+
+    from rlhf.data import split_train_test
+
+    # 6 prompts with 3 pairs each; a third of the prompts (2) held out with all their pairs.
+    rows = [{"prompt": f"p{i}", "chosen": f"c{i}{j}", "rejected": f"r{i}{j}"} for i in range(6) for j in range(3)]
+    train, test = split_train_test(datasets.Dataset.from_list(rows), 1 / 3, seed=0)
+    assert len(test) == 6 and len(train) == 12
+    assert set(test["prompt"]).isdisjoint(train["prompt"]) and len(set(test["prompt"])) == 2
+    again, _ = split_train_test(datasets.Dataset.from_list(rows), 1 / 3, seed=0)
+    assert again["prompt"] == train["prompt"]  # seeded
+    few, none = split_train_test(datasets.Dataset.from_list(rows[:9]), 0.5)  # under 10 rows: no split
+    assert none is None and len(few) == 9
