@@ -234,6 +234,83 @@ def lora_config(model_args: Any, stage_args: Any, model_path: str | os.PathLike,
     return peft_config
 
 
+def check_model_options(parsed: tuple, source: str, stage: str) -> None:
+    """Refuse, before any work, a model option this machine or stage cannot honour; one line naming the key.
+
+    ModelConfig's quantization, attention and revision keys and the training config's trust_remote_code are
+    honoured by model_load_kwargs. bitsandbytes' 4-bit and 8-bit loads need CUDA; FlashAttention needs CUDA;
+    a revision selects a hub commit, so it means nothing for a local folder; `rlhf reward` copies the
+    policy's full weights into a classifier, so it cannot start from a quantized load; and the stages load
+    the model themselves, so TRL's model_init_kwargs would be silently ignored.
+    """
+    from trl import ModelConfig
+
+    model_args = next((p for p in parsed if isinstance(p, ModelConfig)), None)
+    if model_args is None:
+        return
+    import torch
+
+    cuda = torch.cuda.is_available()
+    bits = [key for key in ("load_in_4bit", "load_in_8bit") if getattr(model_args, key)]
+    if len(bits) == 2:
+        raise RlhfError(f"{source}: keys 'load_in_4bit' and 'load_in_8bit' are both true; choose one")
+    for key in bits:
+        if not cuda:
+            raise RlhfError(f"{source}: key '{key}' needs a CUDA GPU (bitsandbytes quantization); this machine has none")
+        if stage == "reward":
+            raise RlhfError(f"{source}: key '{key}': `rlhf reward` builds its classifier from the policy's full weights "
+                            "and cannot start from a quantized load")
+        if not model_args.use_peft:
+            raise RlhfError(f"{source}: key '{key}': a quantized model trains only through LoRA; set use_peft true")
+        import importlib.util
+
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise RlhfError(f"{source}: key '{key}' needs bitsandbytes: pip install bitsandbytes")
+    attn = model_args.attn_implementation
+    if attn:
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+        known = {"eager", *ALL_ATTENTION_FUNCTIONS.valid_keys()}
+        if attn not in known and "/" not in attn:  # org/name: a kernel from the hub, which transformers loads
+            raise RlhfError(f"{source}: key 'attn_implementation' must be one of {', '.join(sorted(known))}; got {attn!r}")
+        if attn.startswith("flash_attention") and not cuda:
+            raise RlhfError(f"{source}: key 'attn_implementation': {attn} needs a CUDA GPU; this machine has none "
+                            "(use sdpa or eager)")
+    revision = model_args.model_revision
+    if revision not in (None, "", "main"):
+        from rlhf.models import EMBEDDED_NAME
+
+        name = str(model_args.model_name_or_path or "")
+        if name == EMBEDDED_NAME or Path(name).expanduser().exists():
+            raise RlhfError(f"{source}: key 'model_revision' ({revision!r}) selects a hub revision, but "
+                            f"model_name_or_path {name!r} is a local model; drop the key or name a hub id")
+    for training_args in parsed:
+        if getattr(training_args, "model_init_kwargs", None):
+            raise RlhfError(f"{source}: key 'model_init_kwargs' is not used: `rlhf {stage}` loads the model itself; "
+                            "use dtype, attn_implementation, load_in_4bit or trust_remote_code")
+
+
+def model_load_kwargs(model_args: Any, training_args: Any = None) -> dict[str, Any]:
+    """from_pretrained keyword arguments for the ModelConfig keys (checked by check_model_options) and the
+    training config's trust_remote_code: attention implementation, hub revision, bitsandbytes quantization."""
+    from trl import get_quantization_config
+
+    kwargs: dict[str, Any] = {}
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    if model_args.model_revision not in (None, "", "main"):
+        kwargs["revision"] = model_args.model_revision
+    if getattr(training_args, "trust_remote_code", False):
+        kwargs["trust_remote_code"] = True
+    quantization = get_quantization_config(model_args)
+    if quantization is not None:
+        from accelerate import PartialState
+
+        kwargs["quantization_config"] = quantization
+        kwargs["device_map"] = {"": PartialState().local_process_index}  # each process its own GPU, as TRL does
+    return kwargs
+
+
 def build_parser(stage: str, dataclass_types: tuple, description: str | None = None):
     from trl import TrlParser
 
@@ -291,6 +368,7 @@ def parse_stage_args(
         raise RlhfError(f"rlhf {stage}: {exc}") from None
     for instance in parsed:
         locate_recipe_paths(instance)
+    check_model_options(parsed, config_path or "command line", stage)
     return (*parsed, config_path)
 
 

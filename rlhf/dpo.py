@@ -47,7 +47,7 @@ def mean(values: list[float]) -> float | None:
 def main(argv: list[str] | None = None) -> int:
     from trl import DPOConfig, DPOTrainer, ModelConfig
 
-    from rlhf.config import lora_config, parse_stage_args, resolved_config, sample_rows
+    from rlhf.config import lora_config, model_load_kwargs, parse_stage_args, resolved_config, sample_rows
     from rlhf.data import data_hash, load_preferences, split_train_test
     from rlhf.errors import RlhfError
     from rlhf.models import load_causal_lm, load_tokenizer, resolve_model_path
@@ -70,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     out = prepare_run_dir(training_args.output_dir, STAGE, config, data_hash=data_hash(args.train_file),
                           config_path=config_path)
 
-    tokenizer = load_tokenizer(model_path)
-    model = load_causal_lm(model_path, dtype=model_args.dtype or "float32")  # an SFT adapter is merged here
+    load_kwargs = model_load_kwargs(model_args, training_args)  # attention, revision, remote code, 4/8-bit
+    tokenizer = load_tokenizer(model_path, **load_kwargs)
+    model = load_causal_lm(model_path, dtype=model_args.dtype or "float32", **load_kwargs)  # an SFT adapter is merged here
     trainer = DPOTrainer(
         model=model,
         ref_model=None,  # with LoRA: the adapter-disabled model; without: a frozen copy of the start model

@@ -125,7 +125,7 @@ def pairwise_stats(chosen: list[float], rejected: list[float]) -> dict[str, floa
     return {"accuracy": wins / len(chosen), "margin": margin}
 
 
-def build_reward_model(model_path: str, pad_token_id: int, seed: int = 42):
+def build_reward_model(model_path: str, pad_token_id: int, seed: int = 42, **load_kwargs):
     """A one-output sequence classifier carrying the (merged) causal LM's transformer weights.
 
     Built from the config and the base model's state dict rather than from_pretrained, because an
@@ -136,12 +136,14 @@ def build_reward_model(model_path: str, pad_token_id: int, seed: int = 42):
 
     from rlhf.models import load_causal_lm
 
-    causal = load_causal_lm(model_path)
+    causal = load_causal_lm(model_path, **load_kwargs)
     config = causal.config
     config.num_labels = 1
     config.pad_token_id = pad_token_id  # the classifier pools at the last non-pad token
     set_seed(seed)  # the score head is random: make it reproducible
-    model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
+    model = AutoModelForSequenceClassification.from_config(
+        config, dtype=torch.float32,
+        **{k: v for k, v in load_kwargs.items() if k in ("attn_implementation", "trust_remote_code")})
     body = getattr(model, model.base_model_prefix)
     body.load_state_dict(getattr(causal, causal.base_model_prefix).state_dict())
     return model
@@ -213,7 +215,7 @@ def score_pairs(model, tokenizer, dataset, batch_size: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     from trl import ModelConfig, RewardConfig, RewardTrainer
 
-    from rlhf.config import lora_config, parse_stage_args, resolved_config, sample_rows
+    from rlhf.config import lora_config, model_load_kwargs, parse_stage_args, resolved_config, sample_rows
     from rlhf.data import data_hash, load_preferences, split_train_test
     from rlhf.models import load_tokenizer, resolve_model_path
     from rlhf.config import training_defaults
@@ -246,8 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     out = prepare_run_dir(training_args.output_dir, "reward", config, data_hash=data_hash(args.train_file),
                           config_path=config_path)
 
-    tokenizer = load_tokenizer(model_path)
-    model = build_reward_model(model_path, tokenizer.pad_token_id, seed=training_args.seed)
+    load_kwargs = model_load_kwargs(model_args, training_args)  # attention, revision, remote code
+    tokenizer = load_tokenizer(model_path, **load_kwargs)
+    model = build_reward_model(model_path, tokenizer.pad_token_id, seed=training_args.seed, **load_kwargs)
     if peft_config is not None:
         # The adapter's base is the input folder itself (an SFT adapter is merged again on load).
         peft_config.base_model_name_or_path = str(Path(model_path).resolve())

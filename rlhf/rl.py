@@ -83,7 +83,7 @@ def stage_defaults() -> dict:
 def main(argv: list[str] | None = None) -> int:
     from trl import GRPOConfig, GRPOTrainer, ModelConfig, RLOOConfig, RLOOTrainer
 
-    from rlhf.config import lora_config, parse_stage_args, resolved_config
+    from rlhf.config import lora_config, model_load_kwargs, parse_stage_args, resolved_config
     from rlhf.data import data_hash, load_prompts
     from rlhf.models import is_adapter, load_causal_lm, load_tokenizer, resolve_model_path
     from rlhf.reward import check_reward_model, load_reward_model
@@ -116,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     out = prepare_run_dir(training_args.output_dir, "rl", config, data_hash=data_hash(args.prompts_file),
                           config_path=config_path)
 
-    tokenizer = load_tokenizer(model_path)
-    policy = load_causal_lm(model_path, dtype=model_args.dtype or "float32")
+    load_kwargs = model_load_kwargs(model_args, training_args)  # attention, revision, remote code, 4/8-bit
+    tokenizer = load_tokenizer(model_path, **load_kwargs)
+    policy = load_causal_lm(model_path, dtype=model_args.dtype or "float32", **load_kwargs)
     reward_model, reward_tokenizer = load_reward_model(reward_path)
     if peft_config is not None:
         # The new adapter applies to the policy this stage started from (possibly itself an adapter folder).
