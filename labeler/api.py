@@ -17,6 +17,7 @@ from labeler import accounts, assignment, importer, projects
 from labeler.app import get_db, new_export_dir
 from labeler.errors import LabelerError
 from labeler.models import Annotation, Project, Task, User
+from labeler.quality import project_quality
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -185,12 +186,6 @@ def project_stats(name: str):
     return current_app.response_class(json.dumps(data, default=str), mimetype="application/json")
 
 
-def project_quality(session, project):
-    try:
-        from labeler.quality import project_quality as compute
-    except ImportError:
-        return None
-    return compute(session, project)
 
 
 def check_export_filters(body: dict) -> dict:

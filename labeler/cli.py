@@ -250,10 +250,8 @@ def import_file(file, project_name, db_url):
 @db_option
 def export(project_name, out_dir, aggregation, min_agreement, min_gold_accuracy, test_fraction, db_url):
     """Export a project as Hugging Face datasets and JSONL: TRL preference pairs, SFT data, raw annotations."""
-    try:
-        from labeler.export import export_project
-    except ImportError as err:
-        raise LabelerError(f"export is not available in this install ({err})") from None
+    from labeler.export import export_project
+
     filters = {"aggregation": aggregation, "min_agreement": min_agreement, "min_gold_accuracy": min_gold_accuracy,
                "test_fraction": test_fraction}
     result = export_project(open_db(db_url), project_name, out_dir, **{k: v for k, v in filters.items() if v is not None})
@@ -266,16 +264,12 @@ def export(project_name, out_dir, aggregation, min_agreement, min_gold_accuracy,
 def stats(project_name, db_url):
     """Print a project's progress and quality figures (agreement, gold accuracy, throughput) as JSON."""
     from labeler.projects import count_project, find_project
+    from labeler.quality import project_quality
 
     with open_db(db_url).read() as session:
         project = find_project(session, project_name)
-        data = {"project": project.name, "counts": count_project(session, project)}
-        try:
-            from labeler.quality import project_quality
-        except ImportError:
-            project_quality = None
-        if project_quality is not None:
-            data["quality"] = project_quality(session, project)
+        data = {"project": project.name, "counts": count_project(session, project),
+                "quality": project_quality(session, project)}
     click.echo(json.dumps(data, indent=2, default=str))
 
 

@@ -85,13 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     keep_freed_memory()
-    try:
-        module = importlib.import_module(f"rlhf.{command}")
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("rlhf."):
-            print(f"rlhf: command '{command}' is not available in this build", file=sys.stderr)
-            return 2
-        raise
+    module = importlib.import_module(f"rlhf.{command}")
     try:
         return int(module.main(rest) or 0)
     except RlhfError as exc:

@@ -28,12 +28,7 @@ def test_there_are_configs():
 def test_config_parses(path, capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # recipes find their example data from any folder
     stage = "loop" if path.parent == RECIPES else path.stem
-    try:
-        module = importlib.import_module(f"rlhf.{stage}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"rlhf.{stage}":
-            pytest.skip(f"{path.name}: stage module rlhf.{stage} does not exist yet")
-        raise
+    module = importlib.import_module(f"rlhf.{stage}")
     with pytest.raises(SystemExit) as exc:
         module.main(["--config", str(path), "--help"])
     assert exc.value.code == 0
