@@ -68,13 +68,53 @@ def test_fast_command_runs_as_written(command, tmp_path):
     assert "usage" in (result.stdout + result.stderr).lower()
 
 
+def markdown_files() -> list[Path]:
+    return [README, *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """(page, command) for every `rlhf ...` and `labeler ...` line in a code block of README.md or docs/*.md."""
+    found = []
+    for page in markdown_files():
+        for _, block in code_blocks(page.read_text()):
+            for line in "\n".join(block).replace("\\\n", " ").splitlines():  # join continued lines
+                command = line.split("  #")[0].strip()
+                if re.match(r"(rlhf|labeler) [a-z][a-z-]*( |$)", command) and not re.search(r"[$|<>]|\.\.\.|\[", command):
+                    found.append((page.name, command))
+    return list(dict.fromkeys(found))
+
+
+@pytest.mark.parametrize(("page", "command"), documented_commands(), ids=lambda v: v[:60])
+def test_documented_commands_name_real_commands_and_options(page, command, tmp_path, monkeypatch, capsys):
+    """Each documented command, with --help appended, parses (recipe names resolve, values have the right
+    types), and every option it names is one its --help lists."""
+    monkeypatch.chdir(tmp_path)
+    argv = shlex.split(command)
+    if argv[0] == "rlhf":
+        from rlhf.cli import main
+
+        try:
+            code = main(argv[1:] + ["--help"])
+        except SystemExit as exc:
+            code = exc.code
+        out = capsys.readouterr()
+        text = out.out + out.err
+    else:
+        from click.testing import CliRunner
+
+        from labeler.cli import main
+
+        result = CliRunner().invoke(main, argv[1:] + ["--help"])
+        code, text = result.exit_code, result.output
+    assert code == 0, f"{page}: {command!r}:\n{text[-2000:]}"
+    for token in argv:
+        if token.startswith("--"):
+            assert token.split("=")[0] in text, f"{page}: {command!r}: {token} is not an option of this command"
+
+
 def slug(heading: str) -> str:
     """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to dashes."""
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
-
-
-def markdown_files() -> list[Path]:
-    return [README, *sorted((ROOT / "docs").glob("*.md"))]
 
 
 @pytest.mark.parametrize("page", markdown_files(), ids=lambda p: p.relative_to(ROOT).as_posix())
