@@ -64,15 +64,19 @@ def find_data_file(value: str) -> str:
     return str(shipped) if shipped.exists() else value
 
 
+STAGE_NAMES = ("generate", "sft", "reward", "dpo", "rl", "eval", "export")
+
+
 def locate_recipe_paths(instance: Any) -> None:
-    """Resolve, in place, every `*_file` field (data) and `*_config` field (a stage's YAML) of a parsed dataclass."""
+    """Resolve, in place, every `*_file` field (data) and `<stage>_config` field (the loop's stage YAMLs) of a
+    parsed dataclass. TRL's own `*_config` fields (fsdp_config, ...) are not recipes and stay as given."""
     for f in dataclasses.fields(instance):
         value = getattr(instance, f.name)
         if not isinstance(value, str) or not value:
             continue
         if f.name.endswith("_file"):
             setattr(instance, f.name, find_data_file(value))
-        elif f.name.endswith("_config"):
+        elif f.name.endswith("_config") and f.name.removesuffix("_config") in STAGE_NAMES:
             try:
                 setattr(instance, f.name, str(find_config(value, f.name.removesuffix("_config"))))
             except RlhfError:
