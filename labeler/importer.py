@@ -1,4 +1,4 @@
-"""Import tasks: the JSONL contract of DESIGN.md, validated whole before anything is written.
+"""Import tasks: the tasks JSONL contract (docs/data-contracts.md), validated whole before anything is written.
 
 One task per line:
     {"prompt": str | [{"role", "content"}, ...],

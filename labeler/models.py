@@ -1,4 +1,4 @@
-"""The data model (DESIGN.md): User, ApiToken, Project, Prompt, Task, Response, Assignment, Annotation, Export.
+"""The data model: User, ApiToken, Project, Prompt, Task, Response, Assignment, Annotation, Export.
 
 Rankings are stored as {response_id: rank} with 1 the best and equal ranks for ties, so that every pair
 training sees traces back to annotation ids.

@@ -129,7 +129,7 @@ class ResponseIn(Payload):
 
 
 class TaskIn(Payload):
-    """One line of the tasks JSONL contract (DESIGN.md); a task has exactly its project's k responses."""
+    """One line of the tasks JSONL contract (docs/data-contracts.md); a task has exactly its project's k responses."""
 
     prompt: Prompt
     responses: Annotated[list[ResponseIn], Field(min_length=2, max_length=MAX_K, description="exactly the project's k")]

@@ -1,7 +1,7 @@
 """`rlhf`: the command line of the training pipeline. Each stage is a module with `main(argv)`.
 
-    rlhf generate --config configs/smoke/generate.yaml
-    rlhf sft      --config configs/smoke/sft.yaml --learning_rate 1e-4
+    rlhf generate --config smoke
+    rlhf sft      --config smoke --learning_rate 1e-4   (a recipe name, or any YAML file)
     rlhf dpo --help
 """
 
@@ -27,6 +27,8 @@ STAGES = {
 
 
 def usage() -> str:
+    from rlhf.config import RECIPES, recipe_names
+
     width = max(map(len, STAGES))
     lines = [
         "usage: rlhf <command> [--config FILE.yaml] [--key value ...]",
@@ -37,7 +39,13 @@ def usage() -> str:
         "commands:",
     ]
     lines += [f"  {name.ljust(width)}  {text}" for name, text in STAGES.items()]
-    lines += ["", "Run `rlhf <command> --help` for a command's options.", "Embedded default model: smollm2-135m-instruct"]
+    lines += [
+        "",
+        "Run `rlhf <command> --help` for a command's options.",
+        "Embedded default model: smollm2-135m-instruct",
+        f"Shipped recipes (--config NAME): {', '.join(recipe_names())}; e.g. `rlhf loop --config quickstart`,",
+        f"  `rlhf sft --config smoke`. Their YAML files and example data: {RECIPES}",
+    ]
     return "\n".join(lines)
 
 
@@ -79,13 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     keep_freed_memory()
-    try:
-        module = importlib.import_module(f"rlhf.{command}")
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("rlhf."):
-            print(f"rlhf: command '{command}' is not available in this build", file=sys.stderr)
-            return 2
-        raise
+    module = importlib.import_module(f"rlhf.{command}")
     try:
         return int(module.main(rest) or 0)
     except RlhfError as exc:

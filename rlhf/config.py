@@ -22,6 +22,80 @@ import yaml
 from rlhf.errors import RlhfError
 
 
+RECIPES = Path(__file__).resolve().parent / "recipes"
+
+
+def recipe_names() -> list[str]:
+    """The shipped recipes `--config NAME` accepts (quickstart, smoke, gpu): folders of stage YAMLs."""
+    return sorted(p.name for p in RECIPES.iterdir() if p.is_dir() and p.name not in ("data", "accelerate"))
+
+
+def find_config(value: str | os.PathLike, stage: str) -> Path:
+    """The YAML a `--config` value names: an existing file, else a recipe shipped in the package.
+
+    A recipe is named without a folder or suffix: `rlhf loop --config quickstart` reads recipes/quickstart.yaml
+    (smoke's loop is recipes/smoke/loop.yaml), `rlhf sft --config quickstart` reads recipes/quickstart/sft.yaml,
+    and `smoke/sft` names one file. The checkout's old paths (`configs/smoke/sft.yaml`) name the same files,
+    so they work from anywhere, as the recipe names do in an installed package.
+    """
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path
+    name = str(value).removeprefix("configs/").removesuffix(".yaml").removesuffix(".yml")
+    if not path.is_absolute() and ".." not in Path(name).parts and name:
+        tries = [f"{name}.yaml", f"{name}/loop.yaml"] if stage == "loop" else [f"{name}/{stage}.yaml", f"{name}.yaml"]
+        for candidate in tries:
+            if (RECIPES / candidate).is_file():
+                return RECIPES / candidate
+    raise RlhfError(f"config file not found: {value} (give a YAML file, or a shipped recipe: {', '.join(recipe_names())})")
+
+
+def find_data_file(value: str) -> str:
+    """A relative data path that does not exist from the working directory but does among the shipped recipes.
+
+    Recipes name their example data as `data/quickstart/sft.jsonl`; from a checkout or an installed package
+    that file lives in rlhf/recipes/data/, so a path missing here is looked up there. Anything else is
+    returned unchanged (the stage's own check then names it).
+    """
+    path = Path(value).expanduser()
+    if path.exists() or path.is_absolute() or ".." in path.parts:
+        return value
+    shipped = RECIPES / path
+    return str(shipped) if shipped.exists() else value
+
+
+STAGE_NAMES = ("generate", "sft", "reward", "dpo", "rl", "eval", "export")
+
+
+def locate_recipe_paths(instance: Any) -> None:
+    """Resolve, in place, every `*_file` field (data) and `<stage>_config` field (the loop's stage YAMLs) of a
+    parsed dataclass. TRL's own `*_config` fields (fsdp_config, ...) are not recipes and stay as given."""
+    for f in dataclasses.fields(instance):
+        value = getattr(instance, f.name)
+        if not isinstance(value, str) or not value:
+            continue
+        if f.name.endswith("_file"):
+            setattr(instance, f.name, find_data_file(value))
+        elif f.name.endswith("_config") and f.name.removesuffix("_config") in STAGE_NAMES:
+            try:
+                setattr(instance, f.name, str(find_config(value, f.name.removesuffix("_config"))))
+            except RlhfError:
+                pass  # left as given: the caller's own check names the key
+
+
+# Keys that were renamed: the old spelling is refused with a message naming the new one.
+RENAMED_KEYS = {
+    "test_size": "test_fraction (the share of prompts held out, as in `labeler export` and the loop)",
+}
+
+
+def refuse_renamed(keys, source: str, stage: str) -> None:
+    for key in keys:
+        old = str(key).lstrip("-").split("=", 1)[0].replace("-", "_")
+        if old in RENAMED_KEYS:
+            raise RlhfError(f"{source}: key '{old}' of `rlhf {stage}` is now spelled {RENAMED_KEYS[old]}")
+
+
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Read a YAML mapping; a missing file or a syntax error names the file (and line)."""
     path = Path(path)
@@ -91,7 +165,7 @@ def training_defaults(stage: str, **overrides: Any) -> dict[str, Any]:
     """The project's defaults for a TRL training stage (sft, reward, dpo, rl); `overrides` add stage specifics.
 
     LoRA on every projection, float32 and `use_cpu` on a GPU-less machine (so `accelerate launch` with
-    configs/accelerate/cpu_ddp.yaml runs real DDP over gloo), no activation checkpointing (TRL turns it on;
+    recipes/accelerate/cpu_ddp.yaml runs real DDP over gloo), no activation checkpointing (TRL turns it on;
     on a 135M model recomputation only slows training), TensorBoard and a metrics line every step.
     """
     import torch
@@ -164,6 +238,83 @@ def lora_config(model_args: Any, stage_args: Any, model_path: str | os.PathLike,
     return peft_config
 
 
+def check_model_options(parsed: tuple, source: str, stage: str) -> None:
+    """Refuse, before any work, a model option this machine or stage cannot honour; one line naming the key.
+
+    ModelConfig's quantization, attention and revision keys and the training config's trust_remote_code are
+    honoured by model_load_kwargs. bitsandbytes' 4-bit and 8-bit loads need CUDA; FlashAttention needs CUDA;
+    a revision selects a hub commit, so it means nothing for a local folder; `rlhf reward` copies the
+    policy's full weights into a classifier, so it cannot start from a quantized load; and the stages load
+    the model themselves, so TRL's model_init_kwargs would be silently ignored.
+    """
+    from trl import ModelConfig
+
+    model_args = next((p for p in parsed if isinstance(p, ModelConfig)), None)
+    if model_args is None:
+        return
+    import torch
+
+    cuda = torch.cuda.is_available()
+    bits = [key for key in ("load_in_4bit", "load_in_8bit") if getattr(model_args, key)]
+    if len(bits) == 2:
+        raise RlhfError(f"{source}: keys 'load_in_4bit' and 'load_in_8bit' are both true; choose one")
+    for key in bits:
+        if not cuda:
+            raise RlhfError(f"{source}: key '{key}' needs a CUDA GPU (bitsandbytes quantization); this machine has none")
+        if stage == "reward":
+            raise RlhfError(f"{source}: key '{key}': `rlhf reward` builds its classifier from the policy's full weights "
+                            "and cannot start from a quantized load")
+        if not model_args.use_peft:
+            raise RlhfError(f"{source}: key '{key}': a quantized model trains only through LoRA; set use_peft true")
+        import importlib.util
+
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise RlhfError(f"{source}: key '{key}' needs bitsandbytes: pip install bitsandbytes")
+    attn = model_args.attn_implementation
+    if attn:
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+        known = {"eager", *ALL_ATTENTION_FUNCTIONS.valid_keys()}
+        if attn not in known and "/" not in attn:  # org/name: a kernel from the hub, which transformers loads
+            raise RlhfError(f"{source}: key 'attn_implementation' must be one of {', '.join(sorted(known))}; got {attn!r}")
+        if attn.startswith("flash_attention") and not cuda:
+            raise RlhfError(f"{source}: key 'attn_implementation': {attn} needs a CUDA GPU; this machine has none "
+                            "(use sdpa or eager)")
+    revision = model_args.model_revision
+    if revision not in (None, "", "main"):
+        from rlhf.models import EMBEDDED_NAME
+
+        name = str(model_args.model_name_or_path or "")
+        if name == EMBEDDED_NAME or Path(name).expanduser().exists():
+            raise RlhfError(f"{source}: key 'model_revision' ({revision!r}) selects a hub revision, but "
+                            f"model_name_or_path {name!r} is a local model; drop the key or name a hub id")
+    for training_args in parsed:
+        if getattr(training_args, "model_init_kwargs", None):
+            raise RlhfError(f"{source}: key 'model_init_kwargs' is not used: `rlhf {stage}` loads the model itself; "
+                            "use dtype, attn_implementation, load_in_4bit or trust_remote_code")
+
+
+def model_load_kwargs(model_args: Any, training_args: Any = None) -> dict[str, Any]:
+    """from_pretrained keyword arguments for the ModelConfig keys (checked by check_model_options) and the
+    training config's trust_remote_code: attention implementation, hub revision, bitsandbytes quantization."""
+    from trl import get_quantization_config
+
+    kwargs: dict[str, Any] = {}
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    if model_args.model_revision not in (None, "", "main"):
+        kwargs["revision"] = model_args.model_revision
+    if getattr(training_args, "trust_remote_code", False):
+        kwargs["trust_remote_code"] = True
+    quantization = get_quantization_config(model_args)
+    if quantization is not None:
+        from accelerate import PartialState
+
+        kwargs["quantization_config"] = quantization
+        kwargs["device_map"] = {"": PartialState().local_process_index}  # each process its own GPU, as TRL does
+    return kwargs
+
+
 def build_parser(stage: str, dataclass_types: tuple, description: str | None = None):
     from trl import TrlParser
 
@@ -198,12 +349,14 @@ def parse_stage_args(
         i = argv.index("--config")
         if i + 1 >= len(argv):
             raise RlhfError(f"rlhf {stage}: --config needs a file path")
-        config_path = argv[i + 1]
+        config_path = str(find_config(argv[i + 1], stage))
         del argv[i : i + 2]
     actions = {a.dest: a for a in parser._actions if a.dest not in ("help", None)}
     merged: dict[str, Any] = dict(defaults or {})
+    refuse_renamed([a for a in argv if a.startswith("--")], "command line", stage)
     if config_path is not None:
         config = read_yaml(config_path)
+        refuse_renamed([k for k in config if k not in actions], config_path, stage)
         for key, value in config.items():
             if key not in actions:
                 hint = difflib.get_close_matches(str(key), list(actions), n=1)
@@ -217,6 +370,9 @@ def parse_stage_args(
         parsed = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as exc:
         raise RlhfError(f"rlhf {stage}: {exc}") from None
+    for instance in parsed:
+        locate_recipe_paths(instance)
+    check_model_options(parsed, config_path or "command line", stage)
     return (*parsed, config_path)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 from pathlib import Path
 from typing import Any, Callable
 
@@ -153,9 +154,27 @@ def load_prompts(path) -> list[dict[str, Any]]:
     return [row for _, row in rows]
 
 
-def split_train_test(ds, test_size: float, seed: int = 0):
-    """A held-out split; with fewer than 10 rows everything trains and tests on the same rows."""
-    if test_size <= 0 or len(ds) < 10:
+def split_train_test(ds, test_fraction: float, seed: int = 0):
+    """(train, held-out): `test_fraction` of the prompts held out, every row of a prompt on one side.
+
+    `test_fraction` means what it means in `labeler export` and the loop: a share of prompts, so pairs of
+    one prompt never sit on both sides. Rows are grouped by `prompt` (or, for `messages` rows, every turn
+    but the last); rows with neither are their own group. The held-out prompts are a seeded sample:
+    round(test_fraction * prompts), at least one and never all. Fewer than 10 rows: no split (None).
+    """
+    if test_fraction <= 0 or len(ds) < 10:
         return ds, None
-    parts = ds.train_test_split(test_size=test_size, seed=seed)
-    return parts["train"], parts["test"]
+    if "prompt" in ds.column_names:
+        keys = [json.dumps(p, sort_keys=True) for p in ds["prompt"]]
+    elif "messages" in ds.column_names:
+        keys = [json.dumps(m[:-1], sort_keys=True) for m in ds["messages"]]
+    else:
+        keys = [str(i) for i in range(len(ds))]
+    prompts = sorted(set(keys))
+    if len(prompts) < 2:
+        return ds, None
+    random.Random(seed).shuffle(prompts)
+    held = set(prompts[: min(len(prompts) - 1, max(1, round(test_fraction * len(prompts))))])
+    train = [i for i, key in enumerate(keys) if key not in held]
+    test = [i for i, key in enumerate(keys) if key in held]
+    return ds.select(train), ds.select(test)

@@ -1,6 +1,6 @@
 """Direct preference optimisation with TRL's DPOTrainer, from an SFT checkpoint (LoRA by default).
 
-    rlhf dpo --config configs/quickstart/dpo.yaml
+    rlhf dpo --config quickstart/dpo
     rlhf dpo --model_name_or_path runs/quickstart/sft --train_file data/quickstart/preferences.jsonl --beta 0.1
 
 `model_name_or_path` is usually the SFT stage's output folder: a LoRA adapter there is merged into its
@@ -8,7 +8,7 @@ base and a fresh LoRA is trained on top. With LoRA the reference model is the sa
 adapter disabled, so no second copy is held in memory. Preferences are TRL's format: `prompt`, `chosen`,
 `rejected` as strings or message lists. `beta` sets how far the policy may drift from the reference
 (smaller = further). The summary records first/last loss, reward accuracy and margins, and held-out
-figures when `eval_file` or `test_size` is given.
+figures when `eval_file` or `test_fraction` is given.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ class DpoArguments(StageArguments):
         default=None, metadata={"help": "JSONL/Parquet/datasets folder of preferences: prompt?, chosen, rejected."}
     )
     eval_file: str | None = field(default=None, metadata={"help": "Optional held-out preferences, same format."})
-    test_size: float = field(
-        default=0.0, metadata={"help": "Without eval_file: hold out this fraction of train_file (needs 10+ rows)."}
+    test_fraction: float = field(
+        default=0.0,
+        metadata={"help": "Without eval_file: hold out this share of train_file's prompts (a prompt's rows stay "
+                          "together, as in `labeler export`; needs 10+ rows)."},
     )
 
 
@@ -85,7 +87,7 @@ def loss_figures(logs: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from trl import DPOConfig, ModelConfig
 
-    from rlhf.config import lora_config, parse_stage_args, resolved_config, sample_rows
+    from rlhf.config import lora_config, model_load_kwargs, parse_stage_args, resolved_config, sample_rows
     from rlhf.data import data_hash, load_preferences, split_train_test
     from rlhf.errors import RlhfError
     from rlhf.models import load_causal_lm, load_tokenizer, resolve_model_path
@@ -102,14 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     train = load_preferences(args.train_file)
     evaluation = load_preferences(args.eval_file) if args.eval_file else None
     if evaluation is None:
-        train, evaluation = split_train_test(train, args.test_size, seed=training_args.seed)
+        train, evaluation = split_train_test(train, args.test_fraction, seed=training_args.seed)
     train = sample_rows(train, args, training_args.seed, source)
     config = resolved_config(args, training_args, model_args)
     out = prepare_run_dir(training_args.output_dir, STAGE, config, data_hash=data_hash(args.train_file),
                           config_path=config_path)
 
-    tokenizer = load_tokenizer(model_path)
-    model = load_causal_lm(model_path, dtype=model_args.dtype or "float32")  # an SFT adapter is merged here
+    load_kwargs = model_load_kwargs(model_args, training_args)  # attention, revision, remote code, 4/8-bit
+    tokenizer = load_tokenizer(model_path, **load_kwargs)
+    model = load_causal_lm(model_path, dtype=model_args.dtype or "float32", **load_kwargs)  # an SFT adapter is merged here
     trainer = build_trainer(model, tokenizer, training_args, train, evaluation, peft_config, model_path,
                             callbacks=[metrics_callback(out)])
     result = trainer.train(resume_from_checkpoint=last_checkpoint(out))

@@ -1,6 +1,6 @@
 """Compare policies on held-out prompts, judged by a reward model: reward, win rate, KL, length; plots.
 
-    rlhf eval --config configs/smoke/eval.yaml
+    rlhf eval --config smoke/eval
     rlhf eval --policies runs/q/sft runs/q/dpo runs/q/rl --reward_model_path runs/q/reward \\
               --prompts_file data/quickstart/prompts.jsonl --output_dir runs/q/eval
 

@@ -1,7 +1,7 @@
 """Export a policy as a plain Hugging Face folder: merged weights, tokenizer, chat template, model card.
 
     rlhf export --model_name_or_path runs/quickstart/dpo --output_dir runs/quickstart/export
-    rlhf export --config configs/smoke/export.yaml --eval_dir runs/smoke/eval
+    rlhf export --config smoke/export --eval_dir runs/smoke/eval
 
 A LoRA adapter folder is merged into its base (adapter chains such as dpo -> sft -> base are merged in
 turn); a full model folder is copied as is. The folder gets safetensors weights, the tokenizer with its

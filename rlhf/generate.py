@@ -1,6 +1,6 @@
 """Sample K candidate responses per prompt from a policy and write labeler tasks (JSONL).
 
-    rlhf generate --config configs/smoke/generate.yaml
+    rlhf generate --config smoke
     rlhf generate --prompts_file data/quickstart/prompts.jsonl --k 4 --output_dir runs/demo/generate
 
 The policy is a model folder, a LoRA adapter folder (merged onto its base) or `smollm2-135m-instruct`.

@@ -1,7 +1,7 @@
 """The closed loop: the policy writes candidates, annotators rank them, the rankings train a better policy.
 
-    rlhf loop --config configs/quickstart.yaml             # what `make quickstart` runs
-    rlhf loop --config configs/quickstart.yaml --rounds 2  # the round-1 policy generates round 2
+    rlhf loop --config quickstart                           # what `make quickstart` runs (rlhf/recipes/quickstart.yaml)
+    rlhf loop --config quickstart --rounds 2                # the round-1 policy generates round 2
     rlhf loop --prompts_file my_prompts.jsonl --model_name_or_path my-model/ --annotators human
     rlhf loop --prompts_file my_prompts.jsonl --model_name_or_path my-model/ --annotators human --status
 

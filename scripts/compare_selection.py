@@ -46,7 +46,7 @@ from rlhf.errors import RlhfError  # noqa: E402
 from rlhf.selection import least_certain  # noqa: E402
 
 STRATEGIES = ("random", "uncertain")
-DEFAULT_REWARD_CONFIG = ROOT / "configs" / "quickstart" / "reward.yaml"
+DEFAULT_REWARD_CONFIG = ROOT / "rlhf" / "recipes" / "quickstart" / "reward.yaml"
 
 
 def log(message: str) -> None:
@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     rm = parser.add_argument_group("reward model")
     rm.add_argument("--reward-config", default=str(DEFAULT_REWARD_CONFIG),
                     help="`rlhf reward` YAML config; model, data, output and seed are set here (default "
-                         "configs/quickstart/reward.yaml)")
+                         "the quickstart recipe, rlhf/recipes/quickstart/reward.yaml)")
     rm.add_argument("--num-train-epochs", type=float, default=2.0,
                     help="epochs over the labelled pairs per reward model (default 2; 0 = the config's)")
     rm.add_argument("--max-steps", type=int, default=0,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make smoke: every stage through the CLI on a tiny random model, then a plain-transformers reload.
-#   generate -> sft -> reward -> dpo -> rl -> onpolicy -> eval -> export, configs in configs/smoke/, outputs in
-#   runs/smoke/.
+#   generate -> sft -> reward -> dpo -> rl -> onpolicy -> eval -> export, the smoke recipe (rlhf/recipes/smoke/),
+#   outputs in runs/smoke/.
 # The model is random, so the figures mean nothing; the point is that the stages chain and the export loads.
 # Starts from a clean runs/smoke each time (a leftover run would resume instead of re-running). Under 5 minutes on 2 cores.
 set -euo pipefail
@@ -15,7 +15,7 @@ rm -rf runs/smoke
 $PY scripts/make_tiny_model.py runs/smoke/tiny-model
 for stage in generate sft reward dpo rl onpolicy eval export; do
     echo "=== rlhf $stage ($(( $(date +%s) - start ))s)"
-    $RLHF "$stage" --config "configs/smoke/$stage.yaml"
+    $RLHF "$stage" --config smoke
 done
 
 echo "=== reload runs/smoke/export with plain transformers"

@@ -1,4 +1,4 @@
-"""The labeler never imports torch, transformers or rlhf (DESIGN.md: the boundary)."""
+"""The labeler never imports torch, transformers or rlhf (docs/data-contracts.md: the packages exchange data, not code)."""
 
 import pkgutil
 import subprocess

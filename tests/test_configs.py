@@ -1,6 +1,7 @@
-"""Every YAML under configs/ parses with its stage's parser, so shipped recipes cannot rot.
+"""Every recipe YAML under rlhf/recipes/ parses with its stage's parser, so shipped recipes cannot rot.
 
-The stage is the file's stem (configs/smoke/dpo.yaml -> `rlhf dpo`). Each file goes through the stage's
+The stage is the file's stem (recipes/smoke/dpo.yaml -> `rlhf dpo`); a YAML directly under recipes/ and
+smoke/loop.yaml are loop recipes. Each file goes through the stage's
 own `main` with `--help`: rlhf.config.parse_stage_args checks every key and type of the YAML against the
 stage's dataclasses before argparse prints the help and exits 0, so a bad key fails as RlhfError here.
 """
@@ -11,26 +12,23 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rlhf.config import find_config
+
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if "accelerate" not in p.relative_to(ROOT / "configs").parts)
+RECIPES = ROOT / "rlhf" / "recipes"
+CONFIGS = sorted(p for p in RECIPES.rglob("*.yaml") if p.relative_to(RECIPES).parts[0] not in ("accelerate", "data"))
 
 
 def test_there_are_configs():
-    stems = {p.relative_to(ROOT).as_posix() for p in CONFIGS}
-    assert {"configs/smoke/sft.yaml", "configs/smoke/dpo.yaml", "configs/quickstart/dpo.yaml"} <= stems
+    stems = {p.relative_to(RECIPES).as_posix() for p in CONFIGS}
+    assert {"quickstart.yaml", "smoke/loop.yaml", "smoke/sft.yaml", "smoke/dpo.yaml", "quickstart/dpo.yaml"} <= stems
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(ROOT / "configs").as_posix())
-def test_config_parses(path, capsys, monkeypatch):
-    monkeypatch.chdir(ROOT)  # data paths in configs are relative to the repository root
-    # A file directly under configs/ is a loop recipe (configs/quickstart.yaml); elsewhere the stem is the stage.
-    stage = "loop" if path.parent == ROOT / "configs" else path.stem
-    try:
-        module = importlib.import_module(f"rlhf.{stage}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"rlhf.{stage}":
-            pytest.skip(f"{path.name}: stage module rlhf.{stage} does not exist yet")
-        raise
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(RECIPES).as_posix())
+def test_config_parses(path, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # recipes find their example data from any folder
+    stage = "loop" if path.parent == RECIPES else path.stem
+    module = importlib.import_module(f"rlhf.{stage}")
     with pytest.raises(SystemExit) as exc:
         module.main(["--config", str(path), "--help"])
     assert exc.value.code == 0
@@ -42,7 +40,7 @@ def test_config_parses(path, capsys, monkeypatch):
         assert config["output_dir"] == f"runs/{recipe}/{path.stem}", "run folders are runs/<recipe>/<stage>"
     for key, value in config.items():
         if key.endswith("_config") and value:
-            assert (ROOT / value).is_file(), f"{path}: {key} names a missing config {value}"
+            assert find_config(value, key.removesuffix("_config")).is_file(), f"{path}: {key} names a missing config {value}"
     for key, value in config.items():
         if key.endswith("_file") and isinstance(value, str) and value.startswith("data/"):
-            assert (ROOT / value).is_file(), f"{path}: {key} names a missing file {value}"
+            assert (RECIPES / value).is_file(), f"{path}: {key} names a missing file {value}"

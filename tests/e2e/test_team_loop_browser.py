@@ -29,12 +29,11 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def loop_args(prompts: Path, model: str, out: Path) -> list[str]:
-    smoke = ROOT / "configs" / "smoke"
     return ["rlhf.cli", "loop", "--prompts_file", str(prompts), "--model_name_or_path", model,
             "--annotators", "human", "--output_dir", str(out), "--name", "team", "--k", "2", "--rounds", "2",
             # the smoke recipes keep each stage to seconds on the tiny model
             *[a for s in ("generate", "sft", "reward", "dpo", "eval", "export")
-              for a in (f"--{s}_config", str(smoke / f"{s}.yaml"))]]
+              for a in (f"--{s}_config", f"smoke/{s}")]]
 
 
 def task_id(page) -> int:

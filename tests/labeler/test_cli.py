@@ -131,3 +131,15 @@ def test_live_server_serves_the_api(live_server, make_user, make_token, make_pro
     response = requests.get(f"{live_server}/api/v1/projects/demo/next", headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert response.status_code == 200 and response.json()["task"]["prompt"] == "prompt 0"
     assert requests.get(f"{live_server}/api/v1/projects", timeout=10).status_code == 401
+
+
+def test_options_are_spelled_with_underscores_and_accept_dashes(runner, db_url, db):
+    """Both command lines spell options as TRL does (`--lease_seconds`); the dashed form still parses."""
+    help_text = run(runner, db_url, "projects", "create", "--help").output
+    assert "--lease_seconds, --lease-seconds" in help_text and "--no_edit, --no-edit" in help_text
+    assert "--test_fraction, --test-fraction" in run(runner, db_url, "export", "--help").output
+    created = run(runner, db_url, "projects", "create", "under", "--lease_seconds", "120", "--no_edit", "--no-rationale")
+    assert created.exit_code == 0, created.output
+    with db.read() as session:
+        project = session.scalar(select(Project).where(Project.name == "under"))
+        assert project.lease_seconds == 120 and not project.allow_edit and not project.ask_rationale

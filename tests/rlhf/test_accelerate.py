@@ -15,7 +15,7 @@ from rlhf.models import load_causal_lm
 from rlhf.runs import read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
-ACCELERATE_CONFIGS = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))
+ACCELERATE_CONFIGS = sorted((ROOT / "rlhf" / "recipes" / "accelerate").glob("*.yaml"))
 
 
 def launcher_env(path: Path) -> tuple:
@@ -69,10 +69,10 @@ def test_accelerate_config_loads(path):
 
 def test_cpu_ddp_trains_on_two_processes(tiny_model, tmp_path):
     out = tmp_path / "sft"
-    train_file = ROOT / "data" / "smoke" / "sft.jsonl"
+    train_file = ROOT / "rlhf" / "recipes" / "data" / "smoke" / "sft.jsonl"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "configs/accelerate/cpu_ddp.yaml"),
-        "-m", "rlhf.cli", "sft", "--config", str(ROOT / "configs/smoke/sft.yaml"),
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "rlhf/recipes/accelerate/cpu_ddp.yaml"),
+        "-m", "rlhf.cli", "sft", "--config", "smoke",
         "--model_name_or_path", tiny_model, "--output_dir", str(out), "--max_steps", "2",
     ]
     done = subprocess.run(command, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True,
@@ -82,7 +82,7 @@ def test_cpu_ddp_trains_on_two_processes(tiny_model, tmp_path):
     # The distributed sampler splits each step's rows between the ranks: with 2 processes a step covers
     # 2 x per_device_train_batch_size rows, so the epoch advances twice as fast as with one process.
     rows = sum(1 for line in train_file.read_text().splitlines() if line.strip())
-    per_device = 2  # configs/smoke/sft.yaml
+    per_device = 2  # the smoke recipe's sft.yaml
     steps = [m for m in read_metrics(out) if "loss" in m]
     assert [m["step"] for m in steps] == [1, 2]
     assert steps[0]["epoch"] == pytest.approx(2 * per_device / rows)

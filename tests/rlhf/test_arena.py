@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_identical_policies_tie_on_every_prompt_and_results_read_back(tiny_model, tmp_path, capsys):
     prompts = tmp_path / "heldout.jsonl"
-    rows = [json.loads(line) for line in (ROOT / "data" / "smoke" / "loop_prompts.jsonl").read_text().splitlines()][:4]
+    rows = [json.loads(line) for line in (ROOT / "rlhf" / "recipes" / "data" / "smoke" / "loop_prompts.jsonl").read_text().splitlines()][:4]
     prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
     db = f"sqlite:///{tmp_path / 'labels.db'}"
     out = tmp_path / "arena"

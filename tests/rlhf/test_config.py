@@ -1,6 +1,7 @@
 """Config parsing and the CLI's error path: bad keys, types, files and inputs fail early, on one line, leaving nothing."""
 
 import json
+from pathlib import Path
 
 import pytest
 from trl import DPOConfig, ModelConfig
@@ -96,3 +97,81 @@ def test_help_lists_stages_and_dpo_help_explains_beta(capsys):
     assert exc.value.code == 0
     help_text = capsys.readouterr().out
     assert "--beta" in help_text and "--train_file" in help_text and "rlhf dpo --config" in help_text
+
+
+# --- recipes: `--config NAME` and the example data, from any working directory -------------------------------
+
+from rlhf.config import RECIPES, find_config  # noqa: E402
+from rlhf.dpo import stage_defaults as dpo_defaults  # noqa: E402
+from rlhf.loop import LoopArguments  # noqa: E402
+
+
+@pytest.mark.parametrize(("value", "stage", "expected"), [
+    ("quickstart", "loop", "quickstart.yaml"),
+    ("smoke", "loop", "smoke/loop.yaml"),
+    ("quickstart", "sft", "quickstart/sft.yaml"),
+    ("smoke/dpo", "dpo", "smoke/dpo.yaml"),
+    ("configs/smoke/sft.yaml", "sft", "smoke/sft.yaml"),  # the checkout's old layout
+    ("configs/quickstart.yaml", "loop", "quickstart.yaml"),
+])
+def test_recipe_names_find_the_shipped_files(value, stage, expected, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert find_config(value, stage) == RECIPES / expected
+
+
+def test_an_existing_file_wins_and_an_unknown_name_lists_the_recipes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "smoke").write_text("beta: 0.2\n")  # a file of the recipe's name in the working directory
+    assert find_config("smoke", "dpo") == Path("smoke")
+    with pytest.raises(RlhfError, match=r"config file not found: quickstrat \(.*quickstart, smoke"):
+        find_config("quickstrat", "dpo")
+    with pytest.raises(RlhfError, match="config file not found"):
+        find_config("../quickstart", "loop")
+
+
+def test_a_recipe_reads_its_example_data_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args, *_, config_path = parse_stage_args("dpo", DPO_TYPES, ["--config", "smoke"], defaults=dpo_defaults())
+    assert config_path == str(RECIPES / "smoke" / "dpo.yaml")
+    assert args.train_file == str(RECIPES / "data" / "smoke" / "preferences.jsonl")
+    # a file of the same relative path in the working directory is the user's, and wins
+    (tmp_path / "data" / "smoke").mkdir(parents=True)
+    (tmp_path / "data" / "smoke" / "preferences.jsonl").write_text("{}\n")
+    args, *_ = parse_stage_args("dpo", DPO_TYPES, ["--config", "smoke"], defaults=dpo_defaults())
+    assert args.train_file == "data/smoke/preferences.jsonl"
+
+
+def test_the_loop_recipe_names_its_stage_recipes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args, config_path = parse_stage_args("loop", (LoopArguments,), ["--config", "quickstart"])
+    assert config_path == str(RECIPES / "quickstart.yaml")
+    assert args.sft_config == str(RECIPES / "quickstart" / "sft.yaml")
+    assert args.export_config == str(RECIPES / "quickstart" / "export.yaml")
+    args, _ = parse_stage_args("loop", (LoopArguments,), ["--config", "smoke"])
+    assert args.prompts_file == str(RECIPES / "data" / "smoke" / "loop_prompts.jsonl")
+    assert args.dpo_config == str(RECIPES / "smoke" / "dpo.yaml")
+
+
+def test_old_test_size_spelling_is_refused_naming_test_fraction(tmp_path):
+    path = yaml_file(tmp_path, "test_size: 0.2\n")
+    with pytest.raises(RlhfError, match=rf"{path}: key 'test_size' of `rlhf dpo` is now spelled test_fraction"):
+        parse_stage_args("dpo", DPO_TYPES, ["--config", path], defaults=dpo_defaults())
+    for flag in ("--test_size", "--test-size"):
+        with pytest.raises(RlhfError, match=r"command line: key 'test_size' .* test_fraction"):
+            parse_stage_args("dpo", DPO_TYPES, [flag, "0.2"], defaults=dpo_defaults())
+
+
+def test_held_out_split_keeps_a_prompts_rows_together():
+    import datasets
+
+    from rlhf.data import split_train_test
+
+    # 6 prompts with 3 pairs each; a third of the prompts (2) held out with all their pairs.
+    rows = [{"prompt": f"p{i}", "chosen": f"c{i}{j}", "rejected": f"r{i}{j}"} for i in range(6) for j in range(3)]
+    train, test = split_train_test(datasets.Dataset.from_list(rows), 1 / 3, seed=0)
+    assert len(test) == 6 and len(train) == 12
+    assert set(test["prompt"]).isdisjoint(train["prompt"]) and len(set(test["prompt"])) == 2
+    again, _ = split_train_test(datasets.Dataset.from_list(rows), 1 / 3, seed=0)
+    assert again["prompt"] == train["prompt"]  # seeded
+    few, none = split_train_test(datasets.Dataset.from_list(rows[:9]), 0.5)  # under 10 rows: no split
+    assert none is None and len(few) == 9

@@ -37,7 +37,7 @@ def test_dpo_from_adapter_trains_and_reports(tiny_model, tmp_path):
     out = tmp_path / "dpo"
     code = cli(["dpo", "--model_name_or_path", sft, "--train_file", str(write_preferences(tmp_path / "p.jsonl")),
                 "--output_dir", str(out), "--max_steps", "3", "--per_device_train_batch_size", "2",
-                "--learning_rate", "5e-3", "--max_length", "64", "--test_size", "0.25", "--beta", "0.2"])
+                "--learning_rate", "5e-3", "--max_length", "64", "--test_fraction", "0.25", "--beta", "0.2"])
     assert code == 0
     logs = [m for m in read_metrics(out) if "loss" in m]
     assert len(logs) == 3 and all("rewards/margins" in m for m in logs)

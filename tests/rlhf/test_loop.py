@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_two_rounds_chain_policies_and_trace_labels(tiny_model, tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)  # the smoke recipe names configs/ and data/ relative to the repository
+    monkeypatch.chdir(ROOT)  # configs/smoke/loop.yaml, the former path, still names the shipped smoke recipe
     out = tmp_path / "loop"
     code = rlhf_main([
         "loop", "--config", "configs/smoke/loop.yaml", "--model_name_or_path", tiny_model,

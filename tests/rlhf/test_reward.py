@@ -32,7 +32,7 @@ def run_reward(tiny_model, tmp_path, *extra):
     data = write_preferences(tmp_path / "prefs.jsonl")
     code = cli(["reward", "--model_name_or_path", tiny_model, "--train_file", str(data), "--output_dir", str(out),
                 "--max_steps", "3", "--per_device_train_batch_size", "4", "--learning_rate", "5e-3",
-                "--report_to", "none", "--save_strategy", "no", "--test_size", "0.25", *extra])
+                "--report_to", "none", "--save_strategy", "no", "--test_fraction", "0.25", *extra])
     assert code == 0
     return out
 

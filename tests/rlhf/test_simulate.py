@@ -241,3 +241,16 @@ def test_cli_reports_errors_on_one_line(labeler_server, capsys):
     # all of sim-e2e is labeled by the earlier test or not; either way the command finishes and reports
     assert main(["simulate", "--url", s["url"], "--project", "sim-e2e", "--tokens", ",".join(s["tokens"])]) == 0
     assert "simulated annotators:" in capsys.readouterr().out
+
+
+def test_options_use_underscores_like_every_rlhf_command(capsys):
+    from rlhf.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    help_text = capsys.readouterr().out
+    for option in ("--token_file", "--error_rate", "--max_tasks"):
+        assert f"{option} " in help_text
+    # the dashed spelling still parses, and the error names the underscore one
+    assert main(["simulate", "--url", "http://127.0.0.1:9", "--project", "p", "--tokens", "x", "--max-tasks", "0"]) == 2
+    assert "rlhf simulate: error: --max_tasks must be at least 1" in capsys.readouterr().err
