@@ -64,7 +64,7 @@ def find_data_file(value: str) -> str:
     return str(shipped) if shipped.exists() else value
 
 
-STAGE_NAMES = ("generate", "sft", "reward", "dpo", "rl", "eval", "export")
+STAGE_NAMES = ("generate", "sft", "reward", "dpo", "rl", "onpolicy", "eval", "export")
 
 
 def locate_recipe_paths(instance: Any) -> None:

@@ -193,3 +193,27 @@ def test_report_without_a_run_is_an_error(tmp_path):
     with pytest.raises(RlhfError, match=r"round-1/eval/summary.json:1"):
         build_report(tmp_path / "bad")
     assert not (tmp_path / "bad" / "report.html").exists()
+
+
+def test_report_shows_intervals_and_the_arena(tmp_path):
+    run = tmp_path / "run"
+    write(run / "summary.json", {
+        "heldout_pass_rate": {"base": 0.185, "sft": None, "final": 0.348},
+        "heldout_pass_rate_ci": {"base": [0.109, 0.272], "sft": None, "final": [0.25, 0.446]},
+        "reward_accuracy": 0.777, "reward_accuracy_ci": [0.705, 0.842],
+        "reward_accuracy_by_source": {"ranked": {"accuracy": 0.571, "pairs": 63, "ci": [0.444, 0.698]}},
+        "arena": {"project": "q-arena-round-1", "votes": 92, "method": "bootstrap",
+                  "final_vs_base": {"policy": "final", "opponent": "base", "wins": 40, "losses": 20, "ties": 30,
+                                    "both_bad": 2, "votes": 92, "prompts": 92, "win_rate": 0.609,
+                                    "win_rate_ci": [0.533, 0.679]},
+                  "bradley_terry": {"final": {"score": 0.22, "ci": [0.1, 0.35], "votes": 92},
+                                    "base": {"score": -0.22, "ci": [-0.35, -0.1], "votes": 92}}},
+        "seconds": 10})
+    parsed = parse(build_report(run).read_text())
+    rows = [row for table in parsed.tables for row in table]
+    assert ["pass rate", "18.5% [10.9%, 27.2%]", "34.8% [25.0%, 44.6%]"] in rows  # sft has no figure: left out
+    assert ["reward model held-out pair accuracy", "77.7% [70.5%, 84.2%]"] in rows
+    assert ["on ranked pairs (63)", "57.1% [44.4%, 69.8%]"] in rows
+    assert ["final", "base", "40", "20", "30", "2", "92", "60.9% [53.3%, 67.9%]"] in rows
+    assert ["final", "+0.220 [+0.100, +0.350]", "92"] in rows and rows.index(["final", "+0.220 [+0.100, +0.350]", "92"]) \
+        < rows.index(["base", "-0.220 [-0.350, -0.100]", "92"])  # best first
