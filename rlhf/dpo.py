@@ -14,7 +14,6 @@ figures when `eval_file` or `test_size` is given.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from rlhf.config import StageArguments
 
@@ -48,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     from rlhf.config import lora_config, parse_stage_args, resolved_config, sample_rows
     from rlhf.data import data_hash, load_preferences, split_train_test
     from rlhf.errors import RlhfError
-    from rlhf.models import load_causal_lm, load_tokenizer, resolve_model_path
-    from rlhf.runs import last_checkpoint, metrics_callback, prepare_run_dir, read_metrics, write_summary
+    from rlhf.models import fold_adapter_chain, load_causal_lm, load_tokenizer, resolve_model_path
+    from rlhf.runs import metrics_callback, prepare_run_dir, read_metrics, resume_checkpoint, write_summary
 
     args, training_args, model_args, config_path = parse_stage_args(
         STAGE, (DpoArguments, DPOConfig, ModelConfig), argv, defaults=stage_defaults(), description=__doc__
@@ -80,12 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         peft_config=peft_config,
         callbacks=[metrics_callback(out)],
     )
-    if model_args.use_peft:
-        # The new adapter applies to the merged start model, i.e. the input folder (load_causal_lm merges
-        # adapter chains recursively), not to the original base.
-        trainer.model.peft_config["default"].base_model_name_or_path = str(Path(model_path).resolve())
-    result = trainer.train(resume_from_checkpoint=last_checkpoint(out))
+    result = trainer.train(resume_from_checkpoint=resume_checkpoint(out, training_args.resume_from_checkpoint))
     trainer.save_model(str(out))
+    if model_args.use_peft:
+        fold_adapter_chain(out)  # the new LoRA and the SFT adapter under it become one adapter on the base
     tokenizer.save_pretrained(str(out))
 
     logs = [m for m in read_metrics(out) if "loss" in m]

@@ -2,6 +2,7 @@
 
     rlhf export --model_name_or_path runs/quickstart/dpo --output_dir runs/quickstart/export
     rlhf export --config configs/smoke/export.yaml --eval_dir runs/smoke/eval
+    rlhf export --model_name_or_path runs/quickstart/dpo --reward_model_path runs/quickstart/reward ...
 
 A LoRA adapter folder is merged into its base (adapter chains such as dpo -> sft -> base are merged in
 turn); a full model folder is copied as is. The folder gets safetensors weights, the tokenizer with its
@@ -9,6 +10,10 @@ chat template, generation_config.json and a README.md model card naming the base
 that led here (walked back through the run folders' run.json and config.yaml) with its config and data
 hash, and the eval figures when `--eval_dir` names an eval run. Finally the folder is reloaded with plain
 `transformers` and generates once, as a check that it stands on its own.
+
+With `--reward_model_path` the reward model is exported too, merged, into <output_dir>/reward: a plain
+sequence classifier (one output) that `AutoModelForSequenceClassification.from_pretrained` loads, checked
+by reloading it and scoring one answer as rlhf's own loader does.
 """
 
 from __future__ import annotations
@@ -38,6 +43,11 @@ class ExportArguments:
     output_dir: str = field(default="runs/default/export", metadata={"help": "Where the exported folder goes."})
     eval_dir: str | None = field(
         default=None, metadata={"help": "An `rlhf eval` run folder; its summary.json figures go into the model card."}
+    )
+    reward_model_path: str | None = field(
+        default=None,
+        metadata={"help": "A reward model (`rlhf reward` output) to export as well, merged, into <output_dir>/reward: "
+                          "it loads with AutoModelForSequenceClassification.from_pretrained."},
     )
     check_prompt: str = field(
         default="Give me one tip for staying focused while studying.",
@@ -158,6 +168,28 @@ def check_generation(out: Path, prompt: str, max_new_tokens: int) -> tuple[str, 
     return tokenizer.decode(new_tokens, skip_special_tokens=True).strip(), len(new_tokens)
 
 
+def export_reward_model(path: str, out: Path, dtype: str, prompt: str) -> dict[str, Any]:
+    """Save the reward model at `path` (a SEQ_CLS adapter is merged onto its base) as a plain sequence
+    classifier in `out`, then reload it with transformers alone and check that it scores as rlhf's loader does."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rlhf.reward import load_reward_model, score_texts
+
+    model, tokenizer = load_reward_model(path)
+    response = "Put your phone in another room and work in 25-minute blocks."
+    expected = score_texts(model, tokenizer, [prompt], [response])[0]
+    model.to(getattr(torch, dtype)).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(out, dtype=torch.float32)
+    score = score_texts(reloaded, AutoTokenizer.from_pretrained(out), [prompt], [response])[0]
+    tolerance = 1e-4 if dtype == "float32" else 5e-2 * max(1.0, abs(expected))
+    if abs(score - expected) > tolerance:
+        raise RlhfError(f"{out}: the exported reward model scores {score:.6f}, the trained one {expected:.6f}")
+    return {"folder": str(out), "source": path, "check_response": response, "check_score": score,
+            "parameters": sum(p.numel() for p in reloaded.parameters())}
+
+
 def main(argv: list[str] | None = None) -> int:
     from rlhf.config import parse_stage_args, resolved_config
     from rlhf.models import load_causal_lm, load_tokenizer, resolve_model_path
@@ -171,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     if Path(model_path).resolve() == Path(args.output_dir).resolve():
         raise RlhfError(f"{source}: output_dir {args.output_dir} is the input model folder; export into a new folder")
     eval_figures = flatten_figures(read_summary(args.eval_dir)) if args.eval_dir else None
+    if args.reward_model_path:
+        from rlhf.reward import check_reward_model
+
+        args.reward_model_path = check_reward_model(args.reward_model_path)  # before any folder is written
     base_model, stages = trace_lineage(model_path, args.model_name_or_path)
     started = time.perf_counter()
     out = prepare_run_dir(args.output_dir, STAGE, resolved_config(args), data_hash=None, config_path=config_path)
@@ -185,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
 
     response, n_tokens = check_generation(out, args.check_prompt, args.max_new_tokens)
     print(f"[rlhf export] check: {args.check_prompt!r} -> {response!r}")
+    reward = None
+    if args.reward_model_path:
+        reward = export_reward_model(args.reward_model_path, out / "reward", args.dtype, args.check_prompt)
+        print(f"[rlhf export] reward model -> {out / 'reward'} (check score {reward['check_score']:.4f})")
     summary = {
         "model_name_or_path": args.model_name_or_path,
         "base_model": base_model,
@@ -194,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         "check_response": response,
         "check_new_tokens": n_tokens,
         "eval_dir": args.eval_dir,
+        "reward_model": reward,
         "seconds": round(time.perf_counter() - started, 2),
     }
     write_summary(out, summary)
