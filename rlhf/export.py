@@ -44,6 +44,10 @@ class ExportArguments:
     eval_dir: str | None = field(
         default=None, metadata={"help": "An `rlhf eval` run folder; its summary.json figures go into the model card."}
     )
+    license: str = field(
+        default="apache-2.0",
+        metadata={"help": "License in the model card: the base model's (the embedded SmolLM2-135M-Instruct is Apache-2.0)."},
+    )
     reward_model_path: str | None = field(
         default=None,
         metadata={"help": "A reward model (`rlhf reward` output) to export as well, merged, into <output_dir>/reward: "
@@ -83,21 +87,82 @@ def trace_lineage(model_path: str, model_name: str) -> tuple[str, list[dict[str,
 
 
 def flatten_figures(summary: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """Scalar figures of an eval summary.json as (dotted key, value) rows for the card's table."""
+    """Scalar figures of an eval summary.json as (dotted key, value) rows for the card's table.
+
+    A figure's bootstrap interval (`<figure>_ci`: [low, high], as `rlhf eval` writes them) goes into the
+    figure's own row as "value [low, high]" rather than a row of its own.
+    """
     rows: list[tuple[str, Any]] = []
     for key, value in sorted(summary.items()):
+        interval = summary.get(f"{key}_ci")
+        if key.endswith("_ci") and key[:-3] in summary:
+            continue
         if isinstance(value, dict):
             rows += flatten_figures(value, f"{prefix}{key}.")
         elif isinstance(value, (int, float, str, bool)):
-            rows.append((f"{prefix}{key}", round(value, 4) if isinstance(value, float) else value))
+            shown = round(value, 4) if isinstance(value, float) else value
+            if is_interval(interval):
+                shown = f"{shown} [{round(interval[0], 4)}, {round(interval[1], 4)}]"
+            rows.append((f"{prefix}{key}", shown))
     return rows
 
 
+def is_interval(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
+
+
+def base_model_id(base_model: str) -> str:
+    """The base model as the Hub knows it: the embedded model's cache folder stands for its hub id."""
+    from rlhf.models import EMBEDDED_HUB_ID, EMBEDDED_NAME, cache_dir
+
+    if base_model == EMBEDDED_NAME or Path(base_model).resolve() == (cache_dir() / EMBEDDED_NAME).resolve():
+        return EMBEDDED_HUB_ID
+    return base_model
+
+
+def eval_results(summary: dict[str, Any] | None, model_path: str, model_name: str) -> list:
+    """huggingface_hub EvalResults for the exported policy's figures in an eval summary (the policy whose path
+    is the exported folder, else the one named "final"); the 95% interval rides in metric_args."""
+    from huggingface_hub import EvalResult
+
+    policies = (summary or {}).get("policies") or {}
+    target = Path(model_path).resolve()
+    name = next((n for n, f in policies.items() if f.get("path") and Path(str(f["path"])).resolve() == target),
+                "final" if "final" in policies else None)
+    if name is None:
+        return []
+    results = []
+    for key, value in sorted(policies[name].items()):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        interval = policies[name].get(f"{key}_ci")
+        results.append(EvalResult(
+            task_type="text-generation", dataset_type="rlhf-loop/heldout-prompts",
+            dataset_name=f"held-out prompts ({summary.get('prompts', '?')})", metric_type=key,
+            metric_value=float(value), metric_name=f"{key} ({name})",
+            metric_args={"ci95": [float(v) for v in interval]} if is_interval(interval) else None,
+            dataset_args={"reference_policy": summary.get("reference")}))
+    return results
+
+
 def write_model_card(out: Path, base_model: str, stages: list[dict[str, Any]], eval_figures: list[tuple[str, Any]] | None,
-                     eval_dir: str | None) -> None:
-    lines = ["---", yaml.safe_dump({"base_model": base_model, "library_name": "transformers",
-                                    "tags": ["rlhf-loop", *sorted({s['stage'] for s in stages if s['stage']})]}).strip(),
-             "---", "", f"# {out.name}", "",
+                     eval_dir: str | None, license: str = "apache-2.0", eval_summary: dict[str, Any] | None = None,
+                     model_path: str = "", reward: dict[str, Any] | None = None) -> None:
+    """README.md through huggingface_hub's ModelCard: metadata (license, base model, datasets, tags, the eval
+    figures as model-index results) and a body with the lineage, the labels by content hash and the figures."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    stage_names = [str(s["stage"]) for s in stages if s["stage"]]
+    data_files = [str(s["config"].get("train_file") or s["config"].get("prompts_file")) for s in stages
+                  if s["config"].get("train_file") or s["config"].get("prompts_file")]
+    results = eval_results(eval_summary, model_path, out.name)
+    card_data = ModelCardData(
+        license=license, base_model=base_model_id(base_model), library_name="transformers",
+        pipeline_tag="text-generation", datasets=sorted(set(data_files)) or None,
+        tags=["rlhf-loop", "trl", *sorted(set(stage_names))], model_name=out.name if results else None,
+        eval_results=results or None,
+    )
+    lines = [f"# {out.name}", "",
              f"Exported by `rlhf export` (rlhf-loop) from **{base_model}**"
              + (f" through {len(stages)} stage(s): {' -> '.join(str(s['stage']) for s in stages)}." if stages else "."),
              "LoRA adapters are merged; load it with `AutoModelForCausalLM.from_pretrained` and chat through the "
@@ -108,7 +173,7 @@ def write_model_card(out: Path, base_model: str, stages: list[dict[str, Any]], e
         lines.append(f"| {i} | {s['stage']} | `{s['folder']}` | `{s['config_file'] or '-'}` | `{s['data_hash'] or '-'}` |")
     labelled = [(i, s) for i, s in enumerate(stages, start=1) if s.get("labels_export")]
     if labelled:
-        lines += ["", "## Labels", "", "Stages trained on a labeler export (`labeler export`), by its content hash:", "",
+        lines += ["", "## Labels", "", "Stages trained on labels from the labeler (`labeler export`), by their content hash:", "",
                   "| # | stage | project | export id | content hash (sha256) |", "|---|---|---|---|---|"]
         lines += [f"| {i} | {s['stage']} | {s['labels_export'].get('project')} | {s['labels_export'].get('id')} | "
                   f"`{s['labels_export'].get('content_hash')}` |" for i, s in labelled]
@@ -120,9 +185,15 @@ def write_model_card(out: Path, base_model: str, stages: list[dict[str, Any]], e
         lines += ["", "<details><summary>full resolved config</summary>", "", "```yaml",
                   yaml.safe_dump(s["config"], sort_keys=True).strip(), "```", "", "</details>"]
     if eval_figures is not None:
-        lines += ["", "## Evaluation", "", f"From `{eval_dir}/summary.json`:", "", "| figure | value |", "|---|---|"]
+        lines += ["", "## Evaluation", "", f"From `{eval_dir}/summary.json` (intervals: bootstrap 95% over prompts):", "",
+                  "| figure | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in eval_figures]
-    (out / "README.md").write_text("\n".join(lines) + "\n")
+    if reward:
+        lines += ["", "## Reward model", "", f"`reward/` holds the reward model of this run ({reward['source']}), merged: "
+                  "`AutoModelForSequenceClassification.from_pretrained(\"<this folder>/reward\")`, one output, "
+                  "scoring a conversation through the chat template."]
+    card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
+    card.save(out / "README.md")
 
 
 def label_counts(exports: list[dict]) -> list[str]:
@@ -202,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     model_path = resolve_model_path(args.model_name_or_path)
     if Path(model_path).resolve() == Path(args.output_dir).resolve():
         raise RlhfError(f"{source}: output_dir {args.output_dir} is the input model folder; export into a new folder")
-    eval_figures = flatten_figures(read_summary(args.eval_dir)) if args.eval_dir else None
+    eval_summary = read_summary(args.eval_dir) if args.eval_dir else None
+    eval_figures = flatten_figures(eval_summary) if eval_summary is not None else None
     if args.reward_model_path:
         from rlhf.reward import check_reward_model
 
@@ -217,7 +289,6 @@ def main(argv: list[str] | None = None) -> int:
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(out)  # safetensors + config.json + generation_config.json
     tokenizer.save_pretrained(out)  # tokenizer files + chat_template.jinja
-    write_model_card(out, base_model, stages, eval_figures, args.eval_dir)
 
     response, n_tokens = check_generation(out, args.check_prompt, args.max_new_tokens)
     print(f"[rlhf export] check: {args.check_prompt!r} -> {response!r}")
@@ -225,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.reward_model_path:
         reward = export_reward_model(args.reward_model_path, out / "reward", args.dtype, args.check_prompt)
         print(f"[rlhf export] reward model -> {out / 'reward'} (check score {reward['check_score']:.4f})")
+    write_model_card(out, base_model, stages, eval_figures, args.eval_dir, license=args.license,
+                     eval_summary=eval_summary, model_path=model_path, reward=reward)
     summary = {
         "model_name_or_path": args.model_name_or_path,
         "base_model": base_model,
