@@ -13,7 +13,9 @@ hash, and the eval figures when `--eval_dir` names an eval run. Finally the fold
 
 With `--reward_model_path` the reward model is exported too, merged, into <output_dir>/reward: a plain
 sequence classifier (one output) that `AutoModelForSequenceClassification.from_pretrained` loads, checked
-by reloading it and scoring one answer as rlhf's own loader does.
+by reloading it and scoring one answer as rlhf's own loader does. With `--gguf q8_0` (or f16) the folder
+also gets a GGUF written by llama.cpp's own converter and an Ollama Modelfile (rlhf/gguf_export.py),
+checked by reloading the GGUF with transformers and comparing logits and greedy output.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ class ExportArguments:
     output_dir: str = field(default="runs/default/export", metadata={"help": "Where the exported folder goes."})
     eval_dir: str | None = field(
         default=None, metadata={"help": "An `rlhf eval` run folder; its summary.json figures go into the model card."}
+    )
+    gguf: str | None = field(
+        default=None,
+        metadata={"help": "Also write <output_dir>/<name>-<type>.gguf with llama.cpp's converter, and an Ollama Modelfile: "
+                          "f16, q8_0, bf16 or f32."},
     )
     license: str = field(
         default="apache-2.0",
@@ -147,7 +154,8 @@ def eval_results(summary: dict[str, Any] | None, model_path: str, model_name: st
 
 def write_model_card(out: Path, base_model: str, stages: list[dict[str, Any]], eval_figures: list[tuple[str, Any]] | None,
                      eval_dir: str | None, license: str = "apache-2.0", eval_summary: dict[str, Any] | None = None,
-                     model_path: str = "", reward: dict[str, Any] | None = None) -> None:
+                     model_path: str = "", reward: dict[str, Any] | None = None,
+                     gguf: dict[str, Any] | None = None) -> None:
     """README.md through huggingface_hub's ModelCard: metadata (license, base model, datasets, tags, the eval
     figures as model-index results) and a body with the lineage, the labels by content hash and the figures."""
     from huggingface_hub import ModelCard, ModelCardData
@@ -159,7 +167,7 @@ def write_model_card(out: Path, base_model: str, stages: list[dict[str, Any]], e
     card_data = ModelCardData(
         license=license, base_model=base_model_id(base_model), library_name="transformers",
         pipeline_tag="text-generation", datasets=sorted(set(data_files)) or None,
-        tags=["rlhf-loop", "trl", *sorted(set(stage_names))], model_name=out.name if results else None,
+        tags=["rlhf-loop", "trl", *sorted(set(stage_names)), *(["gguf"] if gguf else [])], model_name=out.name if results else None,
         eval_results=results or None,
     )
     lines = [f"# {out.name}", "",
@@ -192,6 +200,12 @@ def write_model_card(out: Path, base_model: str, stages: list[dict[str, Any]], e
         lines += ["", "## Reward model", "", f"`reward/` holds the reward model of this run ({reward['source']}), merged: "
                   "`AutoModelForSequenceClassification.from_pretrained(\"<this folder>/reward\")`, one output, "
                   "scoring a conversation through the chat template."]
+    if gguf:
+        lines += ["", "## GGUF (llama.cpp, Ollama)", "",
+                  f"`{gguf['file']}` ({gguf['type']}, written by {gguf['converter']}) and an Ollama `Modelfile` with the "
+                  f"chat template: `llama-cli -m {gguf['file']}`, or `ollama create {out.name} -f Modelfile`. Reloaded "
+                  f"with transformers, its next-token logits differ from this folder's by at most "
+                  f"{gguf['max_logit_diff']:.4f}; greedy output {'identical' if gguf['greedy_matches'] else 'differs'}."]
     card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
     card.save(out / "README.md")
 
@@ -263,6 +277,7 @@ def export_reward_model(path: str, out: Path, dtype: str, prompt: str) -> dict[s
 
 def main(argv: list[str] | None = None) -> int:
     from rlhf.config import parse_stage_args, resolved_config
+    from rlhf.gguf_export import GGUF_TYPES, export_gguf
     from rlhf.models import load_causal_lm, load_tokenizer, resolve_model_path
     from rlhf.runs import prepare_run_dir, read_summary, write_summary
 
@@ -275,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         raise RlhfError(f"{source}: output_dir {args.output_dir} is the input model folder; export into a new folder")
     eval_summary = read_summary(args.eval_dir) if args.eval_dir else None
     eval_figures = flatten_figures(eval_summary) if eval_summary is not None else None
+    if args.gguf is not None and args.gguf not in GGUF_TYPES:
+        raise RlhfError(f"{source}: key 'gguf' must be one of {', '.join(GGUF_TYPES)}; got {args.gguf!r}")
     if args.reward_model_path:
         from rlhf.reward import check_reward_model
 
@@ -296,8 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.reward_model_path:
         reward = export_reward_model(args.reward_model_path, out / "reward", args.dtype, args.check_prompt)
         print(f"[rlhf export] reward model -> {out / 'reward'} (check score {reward['check_score']:.4f})")
+    gguf = export_gguf(out, args.gguf, tokenizer, args.check_prompt, args.max_new_tokens) if args.gguf else None
     write_model_card(out, base_model, stages, eval_figures, args.eval_dir, license=args.license,
-                     eval_summary=eval_summary, model_path=model_path, reward=reward)
+                     eval_summary=eval_summary, model_path=model_path, reward=reward, gguf=gguf)
     summary = {
         "model_name_or_path": args.model_name_or_path,
         "base_model": base_model,
@@ -308,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         "check_new_tokens": n_tokens,
         "eval_dir": args.eval_dir,
         "reward_model": reward,
+        "gguf": gguf,
         "seconds": round(time.perf_counter() - started, 2),
     }
     write_summary(out, summary)
