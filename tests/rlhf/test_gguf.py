@@ -1,7 +1,6 @@
 """rlhf export --gguf: llama.cpp's own converter, an Ollama Modelfile, and a round trip through transformers."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -60,3 +59,16 @@ def test_export_gguf_refuses_unknown_type(tiny_model, tmp_path, capsys):
     assert cli(["export", "--model_name_or_path", tiny_model, "--output_dir", str(out), "--gguf", "q4_k"]) == 2
     assert "key 'gguf' must be one of f16, q8_0, bf16, f32; got 'q4_k'" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_export_gguf_q8_0_on_the_embedded_model(tmp_path):
+    """About 3 minutes on 2 cores: the 135M model exported (f32 safetensors), converted to Q8_0, reloaded twice."""
+    out = tmp_path / "export"
+    assert cli(["export", "--model_name_or_path", "smollm2-135m-instruct", "--output_dir", str(out), "--gguf", "q8_0",
+                "--max_new_tokens", "24"]) == 0
+    figures = json.loads((out / "summary.json").read_text())["gguf"]
+    assert (out / "export-q8_0.gguf").stat().st_size > 100e6 and (out / "Modelfile").is_file()
+    # a trained model's logits, unlike a random one's, are decisive: Q8_0 keeps the greedy answer
+    assert figures["tokenizer_matches"] and figures["greedy_matches"] and figures["greedy_new_tokens"] >= 8
+    assert figures["max_logit_diff"] < 0.05 * figures["logit_scale"]
