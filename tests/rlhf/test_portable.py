@@ -48,6 +48,29 @@ def test_fold_adapter_chain_equals_the_merged_chain(tiny_model, tmp_path, monkey
         assert torch.allclose(AutoPeftModelForCausalLM.from_pretrained(dpo)(ids).logits, expected, atol=1e-5)
 
 
+
+def test_fold_reward_adapter_on_sft_adapter_scores_the_same(tiny_model, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from rlhf.models import load_tokenizer
+    from rlhf.reward import build_reward_model, load_reward_model, score_texts
+
+    tokenizer = load_tokenizer(tiny_model)
+    sft = save_lora(load_causal_lm(tiny_model), tmp_path / "sft", 0, r=4, target_modules=["q_proj", "v_proj"])
+    tokenizer.save_pretrained(sft)
+    reward = tmp_path / "reward"  # a SEQ_CLS LoRA with its score head, on the merged SFT model, as `rlhf reward` saves
+    torch.manual_seed(1)
+    get_peft_model(build_reward_model(sft, tokenizer.pad_token_id),
+                   LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["q_proj", "k_proj"], init_lora_weights=False)
+                   ).save_pretrained(reward)
+    tokenizer.save_pretrained(reward)
+    prompts, answers = ["hi", "hi"], ["hello there", "no"]
+    expected = score_texts(*load_reward_model(str(reward)), prompts, answers)
+    fold_adapter_chain(reward)
+    shutil.rmtree(sft)
+    assert json.loads((reward / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
+    assert score_texts(*load_reward_model(str(reward)), prompts, answers) == pytest.approx(expected, abs=1e-5)
+
 def test_moved_loop_run_loads_with_the_ecosystem_loaders(tiny_model, tmp_path, monkeypatch):
     from peft import AutoPeftModelForCausalLM
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
