@@ -127,7 +127,7 @@ def base_model_id(base_model: str) -> str:
     return base_model
 
 
-def eval_results(summary: dict[str, Any] | None, model_path: str, model_name: str) -> list:
+def eval_results(summary: dict[str, Any] | None, model_path: str) -> list:
     """huggingface_hub EvalResults for the exported policy's figures in an eval summary (the policy whose path
     is the exported folder, else the one named "final"); the 95% interval rides in metric_args."""
     from huggingface_hub import EvalResult
@@ -163,7 +163,7 @@ def write_model_card(out: Path, base_model: str, stages: list[dict[str, Any]], e
     stage_names = [str(s["stage"]) for s in stages if s["stage"]]
     data_files = [str(s["config"].get("train_file") or s["config"].get("prompts_file")) for s in stages
                   if s["config"].get("train_file") or s["config"].get("prompts_file")]
-    results = eval_results(eval_summary, model_path, out.name)
+    results = eval_results(eval_summary, model_path)
     card_data = ModelCardData(
         license=license, base_model=base_model_id(base_model), library_name="transformers",
         pipeline_tag="text-generation", datasets=sorted(set(data_files)) or None,

@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     result = trainer.train(resume_from_checkpoint=resume_checkpoint(out, training_args.resume_from_checkpoint))
     trainer.save_model(str(out))
-    if peft_config is not None:
+    if peft_config is not None and trainer.args.should_save:  # the process that saved (rank 0 under DDP)
         fold_adapter_chain(out)  # an SFT adapter under the reward LoRA is folded in: one adapter on the base
     tokenizer.save_pretrained(str(out))
 

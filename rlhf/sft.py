@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     result = trainer.train(resume_from_checkpoint=resume_checkpoint(out, training_args.resume_from_checkpoint))
     trainer.save_model(str(out))
-    if model_args.use_peft:
+    if model_args.use_peft and trainer.args.should_save:  # the process that saved (rank 0 under DDP)
         fold_adapter_chain(out)  # an adapter on an adapter input becomes one adapter on the full model
     tokenizer.save_pretrained(str(out))
 
