@@ -167,7 +167,7 @@ def lora_config(model_args: Any, stage_args: Any, model_path: str | os.PathLike,
 def build_parser(stage: str, dataclass_types: tuple, description: str | None = None):
     from trl import TrlParser
 
-    return TrlParser(
+    parser = TrlParser(
         dataclass_types,
         prog=f"rlhf {stage}",
         usage=f"rlhf {stage} [--config FILE.yaml] [--key value ...]",
@@ -177,6 +177,11 @@ def build_parser(stage: str, dataclass_types: tuple, description: str | None = N
                 "                     wrong types fail before any work, naming the key and the file."),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    for action in parser._actions:
+        if action.dest == "resume_from_checkpoint":  # TrainingArguments' help says the Trainer ignores it; rlhf does not
+            action.help = ("A checkpoint folder to resume from; true (the default behaviour): the last complete "
+                           "checkpoint in output_dir; false: train from the start. The run prints where it resumed.")
+    return parser
 
 
 def parse_stage_args(

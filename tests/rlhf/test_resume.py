@@ -76,3 +76,12 @@ def test_resume_from_checkpoint_option_is_honoured(tiny_model, tmp_path, capsys)
     # a folder that is not a complete checkpoint is refused, naming it
     assert cli(sft_argv(tiny_model, tmp_path, out, "--resume_from_checkpoint", str(tmp_path / "nope"))) == 2
     assert f"{tmp_path / 'nope'} is not a complete checkpoint" in capsys.readouterr().err
+
+
+def test_help_says_what_resume_from_checkpoint_does(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        cli(["dpo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "true (the default behaviour): the last complete checkpoint in output_dir; false: train from the start" in text
