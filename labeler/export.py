@@ -12,6 +12,10 @@ The folder it writes:
     annotations.jsonl   every raw annotation of the project (ranking by response id, display order,
                         scores, rationale, edit, seconds, timestamps)
     export.json         filters, counts (kept and dropped, with reasons) and the content hash
+    data/  README.md    the same splits as Parquet (data/<preferences|sft>/<split>-00000-of-00001.parquet)
+                        and a dataset card whose `configs` name them: `datasets.load_dataset(folder)` opens
+                        the preferences, `load_dataset(folder, "sft")` the SFT rows, from wherever it is
+                        (a split without rows has no file: load_dataset cannot load an empty split)
 
 Format: TRL's conversational one. `prompt` is a list of messages (a plain-string prompt becomes one
 user message), `chosen`, `rejected` and `completion` are one assistant message each. Provenance
@@ -310,6 +314,57 @@ def save_dataset(rows: list[dict], kind: str, path: Path) -> None:
     DatasetDict(parts).save_to_disk(str(path), num_shards={split: 1 for split in parts})
 
 
+PARQUET_CONFIGS = ("preferences", "sft")  # the first is load_dataset(folder)'s default
+
+
+def parquet_path(kind: str, split: str) -> str:
+    return f"data/{kind}/{split}-00000-of-00001.parquet"
+
+
+def save_parquet(folder: Path) -> None:
+    """Each split of the saved datasets (`folder`/preferences, `folder`/sft) as one Parquet file under data/;
+    the features (message lists) travel in the files' schema, so load_dataset rebuilds the same columns."""
+    from datasets import load_from_disk
+
+    for kind in PARQUET_CONFIGS:
+        for split, dataset in load_from_disk(str(folder / kind)).items():
+            if len(dataset) == 0:
+                continue  # load_dataset refuses a split without rows: an empty split gets no file
+            target = folder / parquet_path(kind, split)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            dataset.to_parquet(str(target))
+
+
+def write_dataset_card(folder: Path, meta: dict) -> None:
+    """README.md for `datasets.load_dataset(folder)`: huggingface_hub's DatasetCard with one config per
+    Parquet dataset (preferences the default), and what the labels are and where they came from."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    counts = meta["counts"]
+    configs = [{"config_name": kind, "data_files": files} for kind in PARQUET_CONFIGS
+               if (files := [{"split": split, "path": parquet_path(kind, split)} for split in ("train", "test")
+                             if (folder / parquet_path(kind, split)).is_file()])]
+    if configs:
+        configs[0]["default"] = True
+    data = DatasetCardData(pretty_name=f"{meta['project']} labels (export {meta['id']})", task_categories=["text-generation"],
+                           tags=["rlhf-loop", "preferences", "trl", "human-feedback"], configs=configs)
+    body = [
+        f"# {meta['project']}: labels, export {meta['id']}", "",
+        f"Written by `labeler export` on {meta['created_at']}; content hash (sha256 of the JSONL files) "
+        f"`{meta['content_hash']}`. Format: TRL's conversational one (message lists).", "",
+        "```python", "from datasets import load_dataset", "",
+        "preferences = load_dataset(\"path/to/this/folder\")          # prompt, chosen, rejected + provenance",
+        "sft = load_dataset(\"path/to/this/folder\", \"sft\")           # prompt, completion + provenance", "```", "",
+        "| config | train | test |", "|---|---|---|",
+        f"| preferences | {counts['pairs']['train']} | {counts['pairs']['test']} |",
+        f"| sft | {counts['sft']['train']} | {counts['sft']['test']} |", "",
+        f"From {counts.get('annotations', '?')} annotations on {counts.get('tasks', '?')} tasks of project "
+        f"`{meta['project']}`; filters: {json.dumps(meta['filters'], sort_keys=True)}. The same rows are in "
+        "preferences/ and sft/ (`datasets.load_from_disk`) and in the JSONL files; export.json has every count.",
+    ]
+    DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n").save(folder / "README.md")
+
+
 def write_jsonl(rows: list[dict], path: Path) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         for row in rows:
@@ -365,6 +420,7 @@ def export_project(
             counts = dict(counts, votes=len(votes))
         save_dataset(prefs, "preferences", tmp / "preferences")
         save_dataset(sft, "sft", tmp / "sft")
+        save_parquet(tmp)
         content_hash = hash_content(tmp)
         # The row and the folder commit together: the row gets its id, export.json records it, the
         # folder is renamed into place, and only then does the transaction commit.
@@ -387,6 +443,8 @@ def export_project(
                 "files": {"preferences": "preferences", "sft": "sft", **{name.removesuffix(".jsonl") + "_jsonl": name for name in JSONL_FILES},
                           **({"votes_jsonl": "votes.jsonl", "arena": "arena.json"} if votes is not None else {})},
             }
+            meta["files"].update({"parquet": "data", "card": "README.md"})
+            write_dataset_card(tmp, meta)
             (tmp / "export.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
             if out.is_dir():
                 out.rmdir()  # empty (checked above); rename needs the name free

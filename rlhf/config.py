@@ -318,7 +318,7 @@ def model_load_kwargs(model_args: Any, training_args: Any = None) -> dict[str, A
 def build_parser(stage: str, dataclass_types: tuple, description: str | None = None):
     from trl import TrlParser
 
-    return TrlParser(
+    parser = TrlParser(
         dataclass_types,
         prog=f"rlhf {stage}",
         usage=f"rlhf {stage} [--config FILE.yaml] [--key value ...]",
@@ -328,6 +328,11 @@ def build_parser(stage: str, dataclass_types: tuple, description: str | None = N
                 "                     wrong types fail before any work, naming the key and the file."),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    for action in parser._actions:
+        if action.dest == "resume_from_checkpoint":  # TrainingArguments' help says the Trainer ignores it; rlhf does not
+            action.help = ("A checkpoint folder to resume from; true (the default behaviour): the last complete "
+                           "checkpoint in output_dir; false: train from the start. The run prints where it resumed.")
+    return parser
 
 
 def parse_stage_args(

@@ -13,8 +13,8 @@ figures when `eval_file` or `test_fraction` is given.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
+from dataclasses import dataclass, field
 
 from rlhf.config import StageArguments
 
@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     from rlhf.config import lora_config, model_load_kwargs, parse_stage_args, resolved_config, sample_rows
     from rlhf.data import data_hash, load_preferences, split_train_test
     from rlhf.errors import RlhfError
-    from rlhf.models import load_causal_lm, load_tokenizer, resolve_model_path
-    from rlhf.runs import last_checkpoint, metrics_callback, prepare_run_dir, read_metrics, write_summary
+    from rlhf.models import fold_adapter_chain, load_causal_lm, load_tokenizer, resolve_model_path
+    from rlhf.runs import metrics_callback, prepare_run_dir, read_metrics, resume_checkpoint, write_summary
 
     args, training_args, model_args, config_path = parse_stage_args(
         STAGE, (DpoArguments, DPOConfig, ModelConfig), argv, defaults=stage_defaults(), description=__doc__
@@ -115,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     model = load_causal_lm(model_path, dtype=model_args.dtype or "float32", **load_kwargs)  # an SFT adapter is merged here
     trainer = build_trainer(model, tokenizer, training_args, train, evaluation, peft_config, model_path,
                             callbacks=[metrics_callback(out)])
-    result = trainer.train(resume_from_checkpoint=last_checkpoint(out))
+    result = trainer.train(resume_from_checkpoint=resume_checkpoint(out, training_args.resume_from_checkpoint))
     trainer.save_model(str(out))
+    if model_args.use_peft and trainer.args.should_save:  # the process that saved (rank 0 under DDP)
+        fold_adapter_chain(out)  # the new LoRA and the SFT adapter under it become one adapter on the base
     tokenizer.save_pretrained(str(out))
 
     summary = {

@@ -2,6 +2,7 @@
 
     rlhf export --model_name_or_path runs/quickstart/dpo --output_dir runs/quickstart/export
     rlhf export --config smoke/export --eval_dir runs/smoke/eval
+    rlhf export --model_name_or_path runs/quickstart/dpo --reward_model_path runs/quickstart/reward ...
 
 A LoRA adapter folder is merged into its base (adapter chains such as dpo -> sft -> base are merged in
 turn); a full model folder is copied as is. The folder gets safetensors weights, the tokenizer with its
@@ -9,6 +10,12 @@ chat template, generation_config.json and a README.md model card naming the base
 that led here (walked back through the run folders' run.json and config.yaml) with its config and data
 hash, and the eval figures when `--eval_dir` names an eval run. Finally the folder is reloaded with plain
 `transformers` and generates once, as a check that it stands on its own.
+
+With `--reward_model_path` the reward model is exported too, merged, into <output_dir>/reward: a plain
+sequence classifier (one output) that `AutoModelForSequenceClassification.from_pretrained` loads, checked
+by reloading it and scoring one answer as rlhf's own loader does. With `--gguf q8_0` (or f16) the folder
+also gets a GGUF written by llama.cpp's own converter and an Ollama Modelfile (rlhf/gguf_export.py),
+checked by reloading the GGUF with transformers and comparing logits and greedy output.
 """
 
 from __future__ import annotations
@@ -38,6 +45,20 @@ class ExportArguments:
     output_dir: str = field(default="runs/default/export", metadata={"help": "Where the exported folder goes."})
     eval_dir: str | None = field(
         default=None, metadata={"help": "An `rlhf eval` run folder; its summary.json figures go into the model card."}
+    )
+    gguf: str | None = field(
+        default=None,
+        metadata={"help": "Also write <output_dir>/<name>-<type>.gguf with llama.cpp's converter, and an Ollama Modelfile: "
+                          "f16, q8_0, bf16 or f32."},
+    )
+    license: str = field(
+        default="apache-2.0",
+        metadata={"help": "License in the model card: the base model's (the embedded SmolLM2-135M-Instruct is Apache-2.0)."},
+    )
+    reward_model_path: str | None = field(
+        default=None,
+        metadata={"help": "A reward model (`rlhf reward` output) to export as well, merged, into <output_dir>/reward: "
+                          "it loads with AutoModelForSequenceClassification.from_pretrained."},
     )
     check_prompt: str = field(
         default="Give me one tip for staying focused while studying.",
@@ -73,21 +94,83 @@ def trace_lineage(model_path: str, model_name: str) -> tuple[str, list[dict[str,
 
 
 def flatten_figures(summary: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """Scalar figures of an eval summary.json as (dotted key, value) rows for the card's table."""
+    """Scalar figures of an eval summary.json as (dotted key, value) rows for the card's table.
+
+    A figure's bootstrap interval (`<figure>_ci`: [low, high], as `rlhf eval` writes them) goes into the
+    figure's own row as "value [low, high]" rather than a row of its own.
+    """
     rows: list[tuple[str, Any]] = []
     for key, value in sorted(summary.items()):
+        interval = summary.get(f"{key}_ci")
+        if key.endswith("_ci") and key[:-3] in summary:
+            continue
         if isinstance(value, dict):
             rows += flatten_figures(value, f"{prefix}{key}.")
         elif isinstance(value, (int, float, str, bool)):
-            rows.append((f"{prefix}{key}", round(value, 4) if isinstance(value, float) else value))
+            shown = round(value, 4) if isinstance(value, float) else value
+            if is_interval(interval):
+                shown = f"{shown} [{round(interval[0], 4)}, {round(interval[1], 4)}]"
+            rows.append((f"{prefix}{key}", shown))
     return rows
 
 
+def is_interval(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
+
+
+def base_model_id(base_model: str) -> str:
+    """The base model as the Hub knows it: the embedded model's cache folder stands for its hub id."""
+    from rlhf.models import EMBEDDED_HUB_ID, EMBEDDED_NAME, cache_dir
+
+    if base_model == EMBEDDED_NAME or Path(base_model).resolve() == (cache_dir() / EMBEDDED_NAME).resolve():
+        return EMBEDDED_HUB_ID
+    return base_model
+
+
+def eval_results(summary: dict[str, Any] | None, model_path: str) -> list:
+    """huggingface_hub EvalResults for the exported policy's figures in an eval summary (the policy whose path
+    is the exported folder, else the one named "final"); the 95% interval rides in metric_args."""
+    from huggingface_hub import EvalResult
+
+    policies = (summary or {}).get("policies") or {}
+    target = Path(model_path).resolve()
+    name = next((n for n, f in policies.items() if f.get("path") and Path(str(f["path"])).resolve() == target),
+                "final" if "final" in policies else None)
+    if name is None:
+        return []
+    results = []
+    for key, value in sorted(policies[name].items()):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        interval = policies[name].get(f"{key}_ci")
+        results.append(EvalResult(
+            task_type="text-generation", dataset_type="rlhf-loop/heldout-prompts",
+            dataset_name=f"held-out prompts ({summary.get('prompts', '?')})", metric_type=key,
+            metric_value=float(value), metric_name=f"{key} ({name})",
+            metric_args={"ci95": [float(v) for v in interval]} if is_interval(interval) else None,
+            dataset_args={"reference_policy": summary.get("reference")}))
+    return results
+
+
 def write_model_card(out: Path, base_model: str, stages: list[dict[str, Any]], eval_figures: list[tuple[str, Any]] | None,
-                     eval_dir: str | None) -> None:
-    lines = ["---", yaml.safe_dump({"base_model": base_model, "library_name": "transformers",
-                                    "tags": ["rlhf-loop", *sorted({s['stage'] for s in stages if s['stage']})]}).strip(),
-             "---", "", f"# {out.name}", "",
+                     eval_dir: str | None, license: str = "apache-2.0", eval_summary: dict[str, Any] | None = None,
+                     model_path: str = "", reward: dict[str, Any] | None = None,
+                     gguf: dict[str, Any] | None = None) -> None:
+    """README.md through huggingface_hub's ModelCard: metadata (license, base model, datasets, tags, the eval
+    figures as model-index results) and a body with the lineage, the labels by content hash and the figures."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    stage_names = [str(s["stage"]) for s in stages if s["stage"]]
+    data_files = [str(s["config"].get("train_file") or s["config"].get("prompts_file")) for s in stages
+                  if s["config"].get("train_file") or s["config"].get("prompts_file")]
+    results = eval_results(eval_summary, model_path)
+    card_data = ModelCardData(
+        license=license, base_model=base_model_id(base_model), library_name="transformers",
+        pipeline_tag="text-generation", datasets=sorted(set(data_files)) or None,
+        tags=["rlhf-loop", "trl", *sorted(set(stage_names)), *(["gguf"] if gguf else [])], model_name=out.name if results else None,
+        eval_results=results or None,
+    )
+    lines = [f"# {out.name}", "",
              f"Exported by `rlhf export` (rlhf-loop) from **{base_model}**"
              + (f" through {len(stages)} stage(s): {' -> '.join(str(s['stage']) for s in stages)}." if stages else "."),
              "LoRA adapters are merged; load it with `AutoModelForCausalLM.from_pretrained` and chat through the "
@@ -98,7 +181,7 @@ def write_model_card(out: Path, base_model: str, stages: list[dict[str, Any]], e
         lines.append(f"| {i} | {s['stage']} | `{s['folder']}` | `{s['config_file'] or '-'}` | `{s['data_hash'] or '-'}` |")
     labelled = [(i, s) for i, s in enumerate(stages, start=1) if s.get("labels_export")]
     if labelled:
-        lines += ["", "## Labels", "", "Stages trained on a labeler export (`labeler export`), by its content hash:", "",
+        lines += ["", "## Labels", "", "Stages trained on labels from the labeler (`labeler export`), by their content hash:", "",
                   "| # | stage | project | export id | content hash (sha256) |", "|---|---|---|---|---|"]
         lines += [f"| {i} | {s['stage']} | {s['labels_export'].get('project')} | {s['labels_export'].get('id')} | "
                   f"`{s['labels_export'].get('content_hash')}` |" for i, s in labelled]
@@ -110,9 +193,21 @@ def write_model_card(out: Path, base_model: str, stages: list[dict[str, Any]], e
         lines += ["", "<details><summary>full resolved config</summary>", "", "```yaml",
                   yaml.safe_dump(s["config"], sort_keys=True).strip(), "```", "", "</details>"]
     if eval_figures is not None:
-        lines += ["", "## Evaluation", "", f"From `{eval_dir}/summary.json`:", "", "| figure | value |", "|---|---|"]
+        lines += ["", "## Evaluation", "", f"From `{eval_dir}/summary.json` (intervals: bootstrap 95% over prompts):", "",
+                  "| figure | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in eval_figures]
-    (out / "README.md").write_text("\n".join(lines) + "\n")
+    if reward:
+        lines += ["", "## Reward model", "", f"`reward/` holds the reward model of this run ({reward['source']}), merged: "
+                  "`AutoModelForSequenceClassification.from_pretrained(\"<this folder>/reward\")`, one output, "
+                  "scoring a conversation through the chat template."]
+    if gguf:
+        lines += ["", "## GGUF (llama.cpp, Ollama)", "",
+                  f"`{gguf['file']}` ({gguf['type']}, written by {gguf['converter']}) and an Ollama `Modelfile` with the "
+                  f"chat template: `llama-cli -m {gguf['file']}`, or `ollama create {out.name} -f Modelfile`. Reloaded "
+                  f"with transformers, its next-token logits differ from this folder's by at most "
+                  f"{gguf['max_logit_diff']:.4f}; greedy output {'identical' if gguf['greedy_matches'] else 'differs'}."]
+    card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
+    card.save(out / "README.md")
 
 
 def label_counts(exports: list[dict]) -> list[str]:
@@ -158,8 +253,31 @@ def check_generation(out: Path, prompt: str, max_new_tokens: int) -> tuple[str, 
     return tokenizer.decode(new_tokens, skip_special_tokens=True).strip(), len(new_tokens)
 
 
+def export_reward_model(path: str, out: Path, dtype: str, prompt: str) -> dict[str, Any]:
+    """Save the reward model at `path` (a SEQ_CLS adapter is merged onto its base) as a plain sequence
+    classifier in `out`, then reload it with transformers alone and check that it scores as rlhf's loader does."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rlhf.reward import load_reward_model, score_texts
+
+    model, tokenizer = load_reward_model(path)
+    response = "Put your phone in another room and work in 25-minute blocks."
+    expected = score_texts(model, tokenizer, [prompt], [response])[0]
+    model.to(getattr(torch, dtype)).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(out, dtype=torch.float32)
+    score = score_texts(reloaded, AutoTokenizer.from_pretrained(out), [prompt], [response])[0]
+    tolerance = 1e-4 if dtype == "float32" else 5e-2 * max(1.0, abs(expected))
+    if abs(score - expected) > tolerance:
+        raise RlhfError(f"{out}: the exported reward model scores {score:.6f}, the trained one {expected:.6f}")
+    return {"folder": str(out), "source": path, "check_response": response, "check_score": score,
+            "parameters": sum(p.numel() for p in reloaded.parameters())}
+
+
 def main(argv: list[str] | None = None) -> int:
     from rlhf.config import parse_stage_args, resolved_config
+    from rlhf.gguf_export import GGUF_TYPES, export_gguf
     from rlhf.models import load_causal_lm, load_tokenizer, resolve_model_path
     from rlhf.runs import prepare_run_dir, read_summary, write_summary
 
@@ -170,7 +288,14 @@ def main(argv: list[str] | None = None) -> int:
     model_path = resolve_model_path(args.model_name_or_path)
     if Path(model_path).resolve() == Path(args.output_dir).resolve():
         raise RlhfError(f"{source}: output_dir {args.output_dir} is the input model folder; export into a new folder")
-    eval_figures = flatten_figures(read_summary(args.eval_dir)) if args.eval_dir else None
+    eval_summary = read_summary(args.eval_dir) if args.eval_dir else None
+    eval_figures = flatten_figures(eval_summary) if eval_summary is not None else None
+    if args.gguf is not None and args.gguf not in GGUF_TYPES:
+        raise RlhfError(f"{source}: key 'gguf' must be one of {', '.join(GGUF_TYPES)}; got {args.gguf!r}")
+    if args.reward_model_path:
+        from rlhf.reward import check_reward_model
+
+        args.reward_model_path = check_reward_model(args.reward_model_path)  # before any folder is written
     base_model, stages = trace_lineage(model_path, args.model_name_or_path)
     started = time.perf_counter()
     out = prepare_run_dir(args.output_dir, STAGE, resolved_config(args), data_hash=None, config_path=config_path)
@@ -181,10 +306,16 @@ def main(argv: list[str] | None = None) -> int:
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(out)  # safetensors + config.json + generation_config.json
     tokenizer.save_pretrained(out)  # tokenizer files + chat_template.jinja
-    write_model_card(out, base_model, stages, eval_figures, args.eval_dir)
 
     response, n_tokens = check_generation(out, args.check_prompt, args.max_new_tokens)
     print(f"[rlhf export] check: {args.check_prompt!r} -> {response!r}")
+    reward = None
+    if args.reward_model_path:
+        reward = export_reward_model(args.reward_model_path, out / "reward", args.dtype, args.check_prompt)
+        print(f"[rlhf export] reward model -> {out / 'reward'} (check score {reward['check_score']:.4f})")
+    gguf = export_gguf(out, args.gguf, tokenizer, args.check_prompt, args.max_new_tokens) if args.gguf else None
+    write_model_card(out, base_model, stages, eval_figures, args.eval_dir, license=args.license,
+                     eval_summary=eval_summary, model_path=model_path, reward=reward, gguf=gguf)
     summary = {
         "model_name_or_path": args.model_name_or_path,
         "base_model": base_model,
@@ -194,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         "check_response": response,
         "check_new_tokens": n_tokens,
         "eval_dir": args.eval_dir,
+        "reward_model": reward,
+        "gguf": gguf,
         "seconds": round(time.perf_counter() - started, 2),
     }
     write_summary(out, summary)

@@ -213,8 +213,14 @@ def arena_step(args: LoopArguments, round_no: int, evaluation: Path, db, databas
 
 
 def run_round(args: LoopArguments, out: Path, round_no: int, policy: str, base: str, train: list[dict],
-              heldout_file: Path, db, database_url: str, previous_reward: str | None) -> dict[str, Any] | None:
-    """One round as its list of steps; None while the round waits for people's labels."""
+              heldout_file: Path, db, database_url: str, previous_reward: str | None,
+              train_from: str | None = None) -> dict[str, Any] | None:
+    """One round as its list of steps; None while the round waits for people's labels.
+
+    `policy` (the previous round's export, a full model) writes the candidates; SFT trains from `train_from`,
+    the previous round's final adapter, so every adapter of the run folds onto the base model outside the run
+    folder and the run stays loadable wherever it is copied.
+    """
     from rlhf.label import export_labels, label_simulated, labelling_progress, push_tasks
     from rlhf.selection import select_pairs
 
@@ -265,7 +271,7 @@ def run_round(args: LoopArguments, out: Path, round_no: int, policy: str, base: 
 
     # 6. sft, 7. reward, 8. policy optimisation
     sft = run_stage("sft", args.sft_config, {
-        "model_name_or_path": policy, "train_file": str(labels / "sft" / "train"), "output_dir": str(rdir / "sft")})
+        "model_name_or_path": train_from or policy, "train_file": str(labels / "sft" / "train"), "output_dir": str(rdir / "sft")})
     reward = run_stage("reward", args.reward_config, {
         "model_name_or_path": str(sft), "train_file": str(labels / "preferences" / "train"),
         "eval_file": heldout_pairs, "output_dir": str(rdir / "reward")})
@@ -297,7 +303,8 @@ def run_round(args: LoopArguments, out: Path, round_no: int, policy: str, base: 
         "reward_model_path": str(reward), "prompts_file": str(heldout_file), "output_dir": str(rdir / "eval")})
     arena = arena_step(args, round_no, evaluation, db, database_url) if args.arena else None
     export_dir = run_stage("export", args.export_config, {
-        "model_name_or_path": str(final), "output_dir": str(rdir / "export"), "eval_dir": str(evaluation)})
+        "model_name_or_path": str(final), "output_dir": str(rdir / "export"), "eval_dir": str(evaluation),
+        "reward_model_path": str(reward)})
 
     reward_summary = json.loads((reward / "summary.json").read_text())
     return {
@@ -309,6 +316,7 @@ def run_round(args: LoopArguments, out: Path, round_no: int, policy: str, base: 
                           "counts": export_meta.get("counts"), "path": str(labels)},
         "stages": {s: str(rdir / s) for s in STAGE_KEYS if (rdir / s).is_dir()},
         "export": str(export_dir),
+        "final": str(final),
         "reward_accuracy": reward_summary["heldout_accuracy"],
         "reward_accuracy_ci": reward_summary.get("heldout_accuracy_ci"),
         "reward_accuracy_by_source": reward_summary.get("heldout_accuracy_by_source"),
@@ -382,13 +390,14 @@ def main(argv: list[str] | None = None) -> int:
     state = json.loads(state_file.read_text()) if state_file.is_file() else {"rounds": [], "seconds": 0.0}
     state["database"] = database_url
     done = {r["round"]: r for r in state["rounds"]}
-    policy = base
+    policy, train_from = base, None
     for round_no in range(1, args.rounds + 1):
         if round_no in done:
-            policy = done[round_no]["export"]
+            policy, train_from = done[round_no]["export"], done[round_no].get("final")
             continue
         result = run_round(args, out, round_no, policy, base, prompts.train, heldout_file, db, database_url,
-                           previous_reward=(done.get(round_no - 1) or {}).get("stages", {}).get("reward"))
+                           previous_reward=(done.get(round_no - 1) or {}).get("stages", {}).get("reward"),
+                           train_from=train_from)
         state["seconds"] += time.time() - started
         started = time.time()
         if result is None:  # waiting for people's labels
@@ -397,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         done[round_no] = result
         state["rounds"] = [done[r] for r in sorted(done)]
         state_file.write_text(json.dumps(state, indent=2))
-        policy = result["export"]
+        policy, train_from = result["export"], result["final"]
 
     last = state["rounds"][-1]
     if Path(last["export"]).resolve() != (out / "export").resolve():

@@ -19,6 +19,7 @@ from pathlib import Path
 from rlhf.errors import RlhfError
 
 EMBEDDED_NAME = "smollm2-135m-instruct"
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded GGUF was converted from
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -98,8 +99,124 @@ def is_adapter(path: str) -> bool:
 
 
 def adapter_base(path: str) -> str:
-    """The base model an adapter folder names (`base_model_name_or_path` in its adapter_config.json, as written)."""
-    return json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
+    """The base model an adapter folder names (`base_model_name_or_path` in its adapter_config.json).
+
+    A relative base that exists beside the adapter is taken relative to the adapter folder, so a folder copied
+    together with its base still loads here; anything else is returned as written (a path or a hub id).
+    """
+    base = json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
+    if base and not Path(base).is_absolute() and (Path(path) / base).exists():
+        return str((Path(path) / base).resolve())
+    return base
+
+
+def local_name(name: str) -> str:
+    """`name` as an absolute path when it is a local folder (a relative path would be read against whatever
+    directory a later loader runs in), else unchanged (a hub id)."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
+def adapter_chain(path: str) -> tuple[str, list[str]]:
+    """The full model under an adapter folder and the adapter folders on it, oldest first (path last)."""
+    chain, seen = [local_name(path)], set()
+    base = resolve_model_path(adapter_base(path), field=f"{path}/adapter_config.json: base_model_name_or_path")
+    while is_adapter(base):
+        if Path(base).resolve() in seen:
+            raise RlhfError(f"{base}: adapter chain loops back on itself")
+        seen.add(Path(base).resolve())
+        chain.insert(0, local_name(base))
+        base = resolve_model_path(adapter_base(base), field=f"{base}/adapter_config.json: base_model_name_or_path")
+    return local_name(base), chain
+
+
+_LORA_KEY = re.compile(r"^(.*)\.lora_([AB])\.weight$")
+
+
+def _foldable(config: dict, state: dict, last: bool) -> str | None:
+    """Why a saved adapter cannot be folded into a plain LoRA sum (None when it can)."""
+    if config.get("peft_type") != "LORA":
+        return f"peft_type {config.get('peft_type')}"
+    for key in ("use_dora", "lora_bias", "rank_pattern", "alpha_pattern", "target_parameters", "trainable_token_indices"):
+        if config.get(key):
+            return f"{key} is set"
+    if not isinstance(config.get("target_modules"), (list, tuple)):
+        return "target_modules is not a list of module names"
+    others = [k for k in state if not _LORA_KEY.match(k)]
+    if others and not last:  # a saved module (a score head) of an earlier stage would be replaced, not added to
+        return f"it saves whole modules ({others[0]})"
+    return None
+
+
+def fold_adapter_chain(folder: str | os.PathLike) -> str:
+    """Make the LoRA adapter a stage saved in `folder` load on the full model under its chain, from anywhere.
+
+    A stage trains a fresh LoRA on its input merged (dpo on sft on base), so the adapter it saves names the
+    input folder as its base: usable only while that folder sits where it was, and only through a loader that
+    merges chains. LoRA deltas add up: W + s1 B1 A1 + s2 B2 A2 = W + [B1 B2] [s1 A1; s2 A2], one LoRA of rank
+    r1 + r2 and scaling 1 (peft's `add_weighted_adapter(combination_type="cat")`, done here on the saved
+    tensors). The folded adapter names the chain's full model by absolute path, so
+    `AutoPeftModelForCausalLM.from_pretrained(folder)` works from any directory after the run folder moves,
+    as long as that full model stays (the embedded model's cache, a model folder outside the run).
+    The adapters folded in are listed in adapter_chain.json. Returns the base now written.
+    """
+    from safetensors.torch import load_file, save_file
+
+    folder = Path(folder)
+    root, chain = adapter_chain(str(folder))
+    config_file = folder / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    if len(chain) == 1:  # already on a full model: only make its path absolute
+        if config.get("base_model_name_or_path") != root:
+            config["base_model_name_or_path"] = root
+            config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+        return root
+    configs = [json.loads((Path(a) / "adapter_config.json").read_text()) for a in chain]
+    weights = [Path(a) / "adapter_model.safetensors" for a in chain]
+    missing = next((w for w in weights if not w.is_file()), None)
+    states = [load_file(w) for w in weights] if missing is None else []
+    reason = f"{missing} is missing" if missing else next(
+        (f"{a}: {why}" for i, (a, c, s) in enumerate(zip(chain, configs, states))
+         if (why := _foldable(c, s, last=i == len(chain) - 1))), None)
+    if reason:
+        print(f"[rlhf] {folder}: adapter left on its input folder {chain[-2]} (not folded: {reason})", flush=True)
+        return adapter_base(str(folder))
+
+    modules: dict[str, dict[str, int]] = {}  # module prefix -> in/out features, from whichever adapter has it
+    for state in states:
+        for key, tensor in state.items():
+            if m := _LORA_KEY.match(key):
+                dims = modules.setdefault(m.group(1), {})
+                dims["in" if m.group(2) == "A" else "out"] = tensor.shape[1 if m.group(2) == "A" else 0]
+    import torch
+
+    folded = {k: v for k, v in states[-1].items() if not _LORA_KEY.match(k)}  # the last stage's saved modules
+    for prefix, dims in sorted(modules.items()):
+        blocks_a, blocks_b = [], []
+        for c, state in zip(configs, states):
+            r = int(c["r"])
+            scaling = c["lora_alpha"] / (r ** 0.5 if c.get("use_rslora") else r)
+            a, b = state.get(f"{prefix}.lora_A.weight"), state.get(f"{prefix}.lora_B.weight")
+            blocks_a.append(a.float() * scaling if a is not None else torch.zeros(r, dims["in"]))
+            blocks_b.append(b.float() if b is not None else torch.zeros(dims["out"], r))
+        folded[f"{prefix}.lora_A.weight"] = torch.cat(blocks_a, dim=0).contiguous()
+        folded[f"{prefix}.lora_B.weight"] = torch.cat(blocks_b, dim=1).contiguous()
+    rank = sum(int(c["r"]) for c in configs)
+    layers = [c.get("layers_to_transform") for c in configs]
+    config.update({
+        "base_model_name_or_path": root,
+        "r": rank, "lora_alpha": rank, "use_rslora": False, "init_lora_weights": True,
+        "target_modules": sorted({m for c in configs for m in c["target_modules"]}),
+        # a module no adapter trained gets peft's zero-initialised B: it adds nothing
+        "layers_to_transform": None if any(x is None for x in layers)
+        else sorted({i for x in layers for i in ([x] if isinstance(x, int) else x)}),
+    })
+    save_file(folded, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+    (folder / "adapter_chain.json").write_text(json.dumps(
+        {"base_model": root, "folded": [{"adapter": a, "r": int(c["r"]), "task_type": c.get("task_type")}
+                                        for a, c in zip(chain, configs)]}, indent=2))
+    return root
 
 
 def base_model_folder(name: str) -> str:
@@ -137,8 +254,15 @@ def load_causal_lm(name: str, dtype: str | None = "float32", merge_adapter: bool
 
         base = load_causal_lm(adapter_base(path), dtype=dtype, **load_kwargs)
         model = PeftModel.from_pretrained(base, path)
-        return model.merge_and_unload() if merge_adapter else model
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **load_kwargs)
+        if not merge_adapter:
+            return model
+        model = model.merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **load_kwargs)
+    # The model is named by the folder it came from, as an absolute path: a LoRA trained on it (PEFT copies
+    # this name into adapter_config.json) then records a base that loads from any working directory.
+    model.name_or_path = local_name(path)
+    return model
 
 
 def build_tiny_model(out_dir: str | os.PathLike, num_layers: int = 2, hidden_size: int = 32, seed: int = 0) -> str:

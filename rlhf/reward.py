@@ -138,7 +138,7 @@ def build_reward_model(model_path: str, pad_token_id: int, seed: int = 42, **loa
 
     from rlhf.models import load_causal_lm
 
-    causal = load_causal_lm(model_path, **load_kwargs)
+    causal = load_causal_lm(model_path, **load_kwargs)  # named by its absolute folder: a LoRA on it records that as its base
     config = causal.config
     config.num_labels = 1
     config.pad_token_id = pad_token_id  # the classifier pools at the last non-pad token
@@ -148,6 +148,7 @@ def build_reward_model(model_path: str, pad_token_id: int, seed: int = 42, **loa
         **{k: v for k, v in load_kwargs.items() if k in ("attn_implementation", "trust_remote_code")})
     body = getattr(model, model.base_model_prefix)
     body.load_state_dict(getattr(causal, causal.base_model_prefix).state_dict())
+    model.name_or_path = causal.name_or_path
     return model
 
 
@@ -259,9 +260,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from rlhf.config import lora_config, model_load_kwargs, parse_stage_args, resolved_config, sample_rows
     from rlhf.data import data_hash, load_preferences, split_train_test
-    from rlhf.models import load_tokenizer, resolve_model_path
+    from rlhf.models import fold_adapter_chain, load_tokenizer, resolve_model_path
     from rlhf.config import training_defaults
-    from rlhf.runs import last_checkpoint, metrics_callback, prepare_run_dir, write_summary
+    from rlhf.runs import metrics_callback, prepare_run_dir, resume_checkpoint, write_summary
 
     # PEFT with task type SEQ_CLS trains and saves the score head with the adapter.
     defaults = training_defaults("reward", lora_task_type="SEQ_CLS")
@@ -293,9 +294,6 @@ def main(argv: list[str] | None = None) -> int:
     load_kwargs = model_load_kwargs(model_args, training_args)  # attention, revision, remote code
     tokenizer = load_tokenizer(model_path, **load_kwargs)
     model = build_reward_model(model_path, tokenizer.pad_token_id, seed=training_args.seed, **load_kwargs)
-    if peft_config is not None:
-        # The adapter's base is the input folder itself (an SFT adapter is merged again on load).
-        peft_config.base_model_name_or_path = str(Path(model_path).resolve())
     trainer = RewardTrainer(
         model=model,
         args=training_args,
@@ -305,8 +303,10 @@ def main(argv: list[str] | None = None) -> int:
         peft_config=peft_config,
         callbacks=[metrics_callback(out)],
     )
-    result = trainer.train(resume_from_checkpoint=last_checkpoint(out))
+    result = trainer.train(resume_from_checkpoint=resume_checkpoint(out, training_args.resume_from_checkpoint))
     trainer.save_model(str(out))
+    if peft_config is not None and trainer.args.should_save:  # the process that saved (rank 0 under DDP)
+        fold_adapter_chain(out)  # an SFT adapter under the reward LoRA is folded in: one adapter on the base
     tokenizer.save_pretrained(str(out))
 
     stats = score_pairs(trainer.model, tokenizer, heldout, training_args.per_device_eval_batch_size)

@@ -18,7 +18,6 @@ least `min_reward_accuracy` (default 0.6); `--min_reward_accuracy 0` uses it any
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from rlhf.config import StageArguments
 from rlhf.errors import RlhfError
@@ -89,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from rlhf.config import lora_config, model_load_kwargs, parse_stage_args, resolved_config
     from rlhf.data import data_hash, load_prompts
-    from rlhf.models import is_adapter, load_causal_lm, load_tokenizer, resolve_model_path
+    from rlhf.models import fold_adapter_chain, is_adapter, load_causal_lm, load_tokenizer, resolve_model_path
     from rlhf.reward import check_reward_accuracy, check_reward_model, load_reward_model
-    from rlhf.runs import last_checkpoint, metrics_callback, prepare_run_dir, read_metrics, write_summary
+    from rlhf.runs import metrics_callback, prepare_run_dir, read_metrics, resume_checkpoint, write_summary
 
     argv = list(argv or [])
     kind = pick_trainer(argv)
@@ -125,9 +124,6 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = load_tokenizer(model_path, **load_kwargs)
     policy = load_causal_lm(model_path, dtype=model_args.dtype or "float32", **load_kwargs)
     reward_model, reward_tokenizer = load_reward_model(reward_path)
-    if peft_config is not None:
-        # The new adapter applies to the policy this stage started from (possibly itself an adapter folder).
-        peft_config.base_model_name_or_path = str(Path(model_path).resolve())
     trainer = trainer_class(
         model=policy,
         reward_funcs=[reward_model],
@@ -138,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         peft_config=peft_config,
         callbacks=[metrics_callback(out)],
     )
-    result = trainer.train(resume_from_checkpoint=last_checkpoint(out))
+    result = trainer.train(resume_from_checkpoint=resume_checkpoint(out, training_args.resume_from_checkpoint))
     trainer.save_model(str(out))
+    if peft_config is not None and trainer.args.should_save:  # the process that saved (rank 0 under DDP)
+        fold_adapter_chain(out)  # the new LoRA and any adapter under it become one adapter on the full model
     tokenizer.save_pretrained(str(out))
 
     logged = [m for m in read_metrics(out) if "reward" in m]

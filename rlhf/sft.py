@@ -12,7 +12,6 @@ stage (`rlhf dpo`, `rlhf rl`) names it as its `model_name_or_path`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from rlhf.config import StageArguments
 
@@ -44,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     from rlhf.config import lora_config, model_load_kwargs, parse_stage_args, resolved_config, sample_rows
     from rlhf.data import data_hash, load_sft, split_train_test
     from rlhf.errors import RlhfError
-    from rlhf.models import load_causal_lm, load_tokenizer, resolve_model_path
-    from rlhf.runs import last_checkpoint, metrics_callback, prepare_run_dir, read_metrics, write_summary
+    from rlhf.models import fold_adapter_chain, load_causal_lm, load_tokenizer, resolve_model_path
+    from rlhf.runs import metrics_callback, prepare_run_dir, read_metrics, resume_checkpoint, write_summary
 
     args, training_args, model_args, config_path = parse_stage_args(
         STAGE, (SftArguments, SFTConfig, ModelConfig), argv, defaults=stage_defaults(), description=__doc__
@@ -76,12 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         peft_config=peft_config,
         callbacks=[metrics_callback(out)],
     )
-    if model_args.use_peft:
-        # The adapter applies to the model this stage started from (itself possibly an adapter folder,
-        # which load_causal_lm merges recursively), so record that folder, not the original base.
-        trainer.model.peft_config["default"].base_model_name_or_path = str(Path(model_path).resolve())
-    result = trainer.train(resume_from_checkpoint=last_checkpoint(out))
+    result = trainer.train(resume_from_checkpoint=resume_checkpoint(out, training_args.resume_from_checkpoint))
     trainer.save_model(str(out))
+    if model_args.use_peft and trainer.args.should_save:  # the process that saved (rank 0 under DDP)
+        fold_adapter_chain(out)  # an adapter on an adapter input becomes one adapter on the full model
     tokenizer.save_pretrained(str(out))
 
     losses = [m["loss"] for m in read_metrics(out) if "loss" in m]

@@ -227,3 +227,31 @@ def test_bad_options_are_labeler_errors(db, tmp_path):
     with pytest.raises(LabelerError, match="export.json"):
         load_export(tmp_path)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("test_fraction", [0.0, 0.5])
+def test_labels_open_with_load_dataset_from_anywhere(db, tmp_path, test_fraction):
+    import shutil
+
+    from huggingface_hub import DatasetCard
+
+    seed(db)
+    result = export_project(db, "demo", tmp_path / "out", test_fraction=test_fraction)
+    moved = tmp_path / "elsewhere" / "labels"
+    shutil.copytree(tmp_path / "out", moved)
+    shutil.rmtree(tmp_path / "out")
+    on_disk = {kind: datasets.load_from_disk(str(moved / kind)) for kind in ("preferences", "sft")}
+    for kind, loaded in (("preferences", datasets.load_dataset(str(moved), cache_dir=str(tmp_path / "cache"))),
+                         ("sft", datasets.load_dataset(str(moved), "sft", cache_dir=str(tmp_path / "cache")))):
+        # a split without rows has no Parquet file (load_dataset refuses empty splits): here the test split at 0.0
+        assert set(loaded) == {split for split, d in on_disk[kind].items() if len(d)}
+        assert set(loaded) == ({"train", "test"} if test_fraction else {"train"})
+        for split in loaded:
+            assert loaded[split].features == on_disk[kind][split].features  # message lists, int ids, provenance
+            assert list(loaded[split]) == list(on_disk[kind][split])
+    counts = result["counts"]
+    assert sum(counts["pairs"].values()) == 14 and (counts["pairs"]["test"] > 0) == (test_fraction > 0)
+    card = DatasetCard.load(moved / "README.md")
+    assert [c["config_name"] for c in card.data.configs] == ["preferences", "sft"] and card.data.configs[0]["default"]
+    assert result["content_hash"] in card.text and f"| preferences | {counts['pairs']['train']} | {counts['pairs']['test']} |" in card.text
+    assert load_export(moved)["parquet"] == moved / "data"

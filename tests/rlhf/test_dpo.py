@@ -46,9 +46,12 @@ def test_dpo_from_adapter_trains_and_reports(tiny_model, tmp_path):
     assert summary["beta"] == 0.2 and summary["train_rows"] == 9 and summary["eval_rows"] == 3
     assert summary["first_loss"] == logs[0]["loss"] and summary["last_loss"] == logs[-1]["loss"]
     assert "eval_loss" in summary and "eval_rewards/accuracies" in summary
-    # the new adapter sits on the merged SFT model: its base is the SFT folder, merged recursively on load
+    # the new adapter was trained on the merged SFT model and saved folded with the SFT adapter under it:
+    # one LoRA of rank 4 + 16 on the tiny model, loadable without the SFT folder
     adapter = json.loads((out / "adapter_config.json").read_text())
-    assert adapter["base_model_name_or_path"] == str(Path(sft).resolve())
+    assert adapter["base_model_name_or_path"] == str(Path(tiny_model).resolve()) and adapter["r"] == 20
+    chain = json.loads((out / "adapter_chain.json").read_text())
+    assert [f["adapter"] for f in chain["folded"]] == [str(Path(sft).resolve()), str(out.resolve())]
     start, trained = load_causal_lm(sft), load_causal_lm(str(out))
     a, b = start.state_dict(), trained.state_dict()
     assert sum(not torch.equal(a[k], b[k]) for k in a) > 0

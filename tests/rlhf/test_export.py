@@ -14,6 +14,8 @@ from rlhf.models import load_causal_lm
 def test_flatten_figures_hand_computed():
     assert flatten_figures({"b": {"win_rate": 0.123456, "n": 3}, "a": "x", "skip": [1, 2]}) == [
         ("a", "x"), ("b.n", 3), ("b.win_rate", 0.1235)]
+    assert flatten_figures({"win_rate": 0.5, "win_rate_ci": [0.41234, 0.6], "odd_ci": [1, 2]}) == [
+        ("win_rate", "0.5 [0.4123, 0.6]")]  # an interval without its figure is no row either
 
 
 def test_export_chain_with_lineage_and_eval(tiny_model, tmp_path, monkeypatch):
@@ -27,7 +29,10 @@ def test_export_chain_with_lineage_and_eval(tiny_model, tmp_path, monkeypatch):
     Path("dpo.yaml").write_text("model_name_or_path: runs/t/sft\ntrain_file: pref.jsonl\noutput_dir: runs/t/dpo\n")
     assert cli(["dpo", "--config", "dpo.yaml", *common]) == 0
     Path("runs/t/eval").mkdir()
-    Path("runs/t/eval/summary.json").write_text(json.dumps({"win_rate": {"runs/t/dpo": 0.75}, "mean_reward": 1.5}))
+    Path("runs/t/eval/summary.json").write_text(json.dumps({
+        "win_rate": {"runs/t/dpo": 0.75}, "mean_reward": 1.5, "prompts": 8, "reference": "base",
+        "policies": {"final": {"path": "runs/t/dpo", "pass_rate_prompt": 0.625, "pass_rate_prompt_ci": [0.25, 0.875]},
+                     "base": {"path": tiny_model, "pass_rate_prompt": 0.5}}}))
 
     assert cli(["export", "--model_name_or_path", "runs/t/dpo", "--output_dir", "runs/t/export",
                 "--eval_dir", "runs/t/eval", "--max_new_tokens", "4"]) == 0
@@ -49,6 +54,15 @@ def test_export_chain_with_lineage_and_eval(tiny_model, tmp_path, monkeypatch):
     assert sft_hash in card and dpo_hash in card and card.index(sft_hash) < card.index(dpo_hash)
     assert "| 2 | dpo | `runs/t/dpo` | `dpo.yaml` |" in card
     assert "| win_rate.runs/t/dpo | 0.75 |" in card and "| mean_reward | 1.5 |" in card
+    # the card is huggingface_hub's: its metadata parses back, with the exported policy's figures and interval
+    from huggingface_hub import ModelCard
+
+    data = ModelCard.load(out / "README.md").data
+    assert data.license == "apache-2.0" and data.base_model == tiny_model and data.library_name == "transformers"
+    assert {"rlhf-loop", "sft", "dpo"} <= set(data.tags) and data.datasets == ["pref.jsonl", "sft.jsonl"]
+    [result] = data.eval_results
+    assert (result.metric_type, result.metric_value, result.metric_args) == ("pass_rate_prompt", 0.625, {"ci95": [0.25, 0.875]})
+    assert "| policies.final.pass_rate_prompt | 0.625 [0.25, 0.875] |" in card and "pass_rate_prompt_ci" not in card
     summary = json.loads((out / "summary.json").read_text())
     assert [s["stage"] for s in summary["lineage"]] == ["sft", "dpo"]
     assert summary["base_model"] == tiny_model and summary["check_new_tokens"] > 0
