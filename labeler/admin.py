@@ -390,6 +390,12 @@ def reset_password(user_id):
     return redirect(url_for(".user", user_id=user_id))
 
 
+@bp.get("/users/<int:user_id>/tokens")
+def tokens(user_id):
+    # the address the token form leaves in the location bar: visiting it again shows the user, not a 405
+    return redirect(url_for(".user", user_id=user_id) + "#tokens")
+
+
 @bp.post("/users/<int:user_id>/tokens")
 def create_token(user_id):
     try:
