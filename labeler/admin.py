@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 
 from labeler.arena import arena_results, arena_votes
 from labeler import accounts, projects, quality
-from labeler.audit import ACTION_LABELS, list_events, record_event
+from labeler.audit import ACTION_LABELS, list_events, project_detail, record_event
 from labeler.db import get_db
 from labeler.errors import LabelerError
 from labeler.importer import MAX_LINE_ERRORS, import_tasks, validate_task_lines
@@ -140,15 +140,6 @@ def project_values_from_form(form, fields) -> dict:
     return values
 
 
-def settings_detail(settings: dict) -> dict:
-    """Settings for an audit row: the guidelines by their length, not their (up to 100,000 characters of) text."""
-    def short(key, value):
-        return f"{len(value)} characters" if key == "guidelines" else value
-
-    return {key: ([short(key, v) for v in value] if isinstance(value, list) and key == "guidelines" else short(key, value))
-            for key, value in settings.items()}
-
-
 PROJECT_FORM = ("name", "kind", "k", "overlap", "criteria", "guidelines", "lease_seconds", "allow_edit", "ask_rationale")
 NEW_PROJECT = {"name": "", "kind": "ranking", "k": 2, "overlap": 1, "criteria": [], "guidelines": "", "lease_seconds": 900,
                "allow_edit": True, "ask_rationale": True}  # labeler.schemas.ProjectIn's defaults
@@ -173,7 +164,7 @@ def new_project():
         with get_db().write() as s:
             p = projects.create_project(s, **values)
             record_event(s, "project_created", current_user(), target=f"project {p.name}",
-                         detail=settings_detail(projects.project_settings(p)))
+                         detail=project_detail(projects.project_settings(p)))
     except LabelerError as err:
         return render_template("admin/project_form.html", project=None, values=shown_values(NEW_PROJECT, request.form),
                                kinds=PROJECT_KINDS, n_tasks=0, error=err), err.status
@@ -196,7 +187,7 @@ def edit_project(name):
             target = projects.find_project(s, name)
             changed = projects.update_project(s, target, **changes)
             if changed:
-                record_event(s, "project_updated", current_user(), target=f"project {name}", detail=settings_detail(changed))
+                record_event(s, "project_updated", current_user(), target=f"project {name}", detail=project_detail(changed))
     except LabelerError as err:
         return render_template("admin/project_form.html", project=p, values=shown_values(current, request.form),
                                kinds=PROJECT_KINDS, n_tasks=n_tasks, error=err), err.status
@@ -217,9 +208,8 @@ def upload(name):
         source = PurePath(file.filename).name[:200] or "upload"
         tasks = validate_task_lines(file.stream, source, p.k)  # every line checked before anything is written
         with get_db().write() as s:  # one transaction: the tasks and their audit row commit together, or nothing
-            p = projects.find_project(s, name)
-            counts = import_tasks(s, p, tasks, source=source)
-            record_event(s, "tasks_uploaded", current_user(), target=f"project {p.name}", detail={"file": source, **counts})
+            counts = import_tasks(s, projects.find_project(s, name), tasks, source=source)
+            record_event(s, "tasks_uploaded", current_user(), target=f"project {name}", detail={"file": source, **counts})
     except LabelerError as err:
         return render_template("admin/upload.html", project=p, error=err, line_errors=getattr(err, "errors", []),
                                max_errors=MAX_LINE_ERRORS), err.status

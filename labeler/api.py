@@ -13,7 +13,7 @@ from flask import Blueprint, current_app, g, jsonify, request, send_file, url_fo
 from sqlalchemy import select
 
 from labeler import accounts, assignment, importer, projects
-from labeler.audit import record_event
+from labeler.audit import project_detail, record_event
 from labeler.db import get_db
 from labeler.errors import LabelerError
 from labeler.models import Annotation, Project, Task, User
@@ -99,7 +99,7 @@ def create_project():
     with get_db().write() as session:
         project = projects.create_project(session, **values)
         record_event(session, "project_created", session.get(User, g.api_user.id), target=f"project {project.name}",
-                     detail={key: value for key, value in values.items() if key not in ("name", "guidelines")})
+                     detail=project_detail(projects.project_settings(project)))
         data = projects.project_json(project)
     return jsonify(project=data), 201
 

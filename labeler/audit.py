@@ -54,6 +54,16 @@ def record_event(session: Session, action: str, actor: User | None = None, targe
     return event
 
 
+def project_detail(settings: dict) -> dict:
+    """A project's settings (or {field: [old, new]} changes) for an audit row: the guidelines by their length,
+    not their text (up to 100,000 characters)."""
+    detail = dict(settings)
+    if "guidelines" in detail:
+        value = detail["guidelines"]
+        detail["guidelines"] = [f"{len(v)} characters" for v in value] if isinstance(value, list) else f"{len(value)} characters"
+    return detail
+
+
 def list_events(session: Session, page: int, per_page: int, action: str | None = None) -> tuple[list[AuditEvent], int]:
     """One page of events, newest first, and how many there are in all (of `action`, when given)."""
     where = [AuditEvent.action == action] if action else []

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from labeler.app import DEFAULT_DATABASE_URL
-from labeler.audit import record_event
+from labeler.audit import project_detail, record_event
 from labeler.errors import LabelerError
 from labeler.schemas import AGGREGATIONS
 
@@ -186,7 +186,7 @@ def projects_create(name, k, overlap, criteria, guidelines, lease_seconds, no_ed
     Each task shows K responses to rank; each task is labeled by OVERLAP different annotators, which is
     what inter-annotator agreement is measured on. Tasks come later with `labeler import`.
     """
-    from labeler.projects import create_project
+    from labeler.projects import create_project, project_settings
 
     if guidelines and len(guidelines) < 4096 and Path(guidelines).is_file():
         guidelines = Path(guidelines).read_text(encoding="utf-8")
@@ -196,7 +196,7 @@ def projects_create(name, k, overlap, criteria, guidelines, lease_seconds, no_ed
                                  lease_seconds=lease_seconds, allow_edit=not no_edit, ask_rationale=not no_rationale,
                                  kind=kind)
         record_event(session, "project_created", target=f"project {project.name}",
-                     detail={"kind": kind, "k": k, "overlap": overlap, "criteria": names, "lease_seconds": lease_seconds})
+                     detail=project_detail(project_settings(project)))
         click.echo(f"created project '{project.name}': k={project.k}, overlap={project.overlap}, criteria={project.criteria or '-'}")
 
 

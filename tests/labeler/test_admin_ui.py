@@ -446,3 +446,25 @@ def test_exports_downloads_and_api_changes_are_audited(app, make_user, make_proj
     uploaded = events(app, "tasks_uploaded")
     assert [(e.target, e.source, e.actor) for e in created] == [("project via-api", "api", "boss")]
     assert [(e.target, e.detail, e.source) for e in uploaded] == [("project via-api", {"created": 2, "skipped": 0}, "api")]
+
+
+def test_the_command_line_is_audited_too(app, runner, db_url, tmp_path, task_rows):
+    from labeler.cli import main
+
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_bytes(jsonl(task_rows(2)))
+    for args in (["users", "add", "ann", "--password", "pw"], ["users", "token", "ann", "--name", "laptop"],
+                 ["users", "deactivate", "ann"], ["projects", "create", "demo", "--guidelines", "Be brief."],
+                 ["import", str(tasks), "--project", "demo"]):
+        result = runner.invoke(main, [*args, "--db", db_url])
+        assert result.exit_code == 0, result.output
+    rows = [(e.action, e.target, e.source, e.actor, e.actor_id) for e in events(app)]
+    assert rows == [("user_created", "user ann", "cli", "", None), ("token_created", "user ann", "cli", "", None),
+                    ("user_deactivated", "user ann", "cli", "", None), ("project_created", "project demo", "cli", "", None),
+                    ("tasks_uploaded", "project demo", "cli", "", None)]
+    assert events(app, "project_created")[0].detail["guidelines"] == "9 characters"
+    assert events(app, "tasks_uploaded")[0].detail == {"file": "tasks.jsonl", "created": 2, "skipped": 0}
+    # and a failed import leaves no row
+    tasks.write_text('{"prompt": "x"}\n')
+    assert runner.invoke(main, ["import", str(tasks), "--project", "demo", "--db", db_url]).exit_code == 1
+    assert len(events(app, "tasks_uploaded")) == 1
