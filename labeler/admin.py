@@ -342,7 +342,7 @@ def user_page(user_id: int, error=None, new_token=None, status=200):
     with get_db().read() as s:
         user = accounts.get_user(s, user_id)
         tokens = accounts.list_tokens(s, user)
-    return render_template("admin/user.html", user=user, tokens=tokens, error=error, new_token=new_token), status
+    return render_template("admin/user.html", account=user, tokens=tokens, error=error, new_token=new_token), status
 
 
 @bp.get("/users/<int:user_id>")

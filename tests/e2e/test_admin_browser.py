@@ -67,9 +67,12 @@ def test_a_new_admin_sets_up_a_project_in_the_browser_only(page, browser, server
     page.click("#token-form button[type=submit]")
     token = page.input_value("#new-token")
     assert token.startswith("lbl_")
+    with sqlite3.connect(db_file) as conn:
+        owners = conn.execute('SELECT u.username, t.name FROM api_token t JOIN "user" u ON u.id = t.user_id').fetchall()
+    assert owners == [("ann", "ann's script")]
     request = urllib.request.Request(f"{server}/api/v1/projects/colours/stats", headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=10) as response:
-        assert json.load(response)["you"]["remaining"] == 2
+        assert json.load(response)["you"]["remaining"] == 2  # ann's view of the project
     page.goto(page.url)  # shown once: the token list names it, the page no longer holds it (a GET; reload would re-post)
     assert "ann's script" in page.inner_text("#token-list") and token not in page.content()
 
@@ -77,6 +80,7 @@ def test_a_new_admin_sets_up_a_project_in_the_browser_only(page, browser, server
     actions = page.eval_on_selector_all("#audit tr[data-action]", "rows => rows.map(r => r.dataset.action)")
     assert actions[:4] == ["token_created", "user_created", "tasks_uploaded", "project_created"]
     assert "login" in actions
+    assert "user ann" in page.inner_text("#audit tr[data-action=token_created]")
 
     # the annotator logs in and sees the task
     context = browser.new_context()

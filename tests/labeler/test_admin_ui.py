@@ -308,6 +308,7 @@ def test_create_list_and_revoke_api_tokens(app, make_user):
     assert api.get("/api/v1/projects", headers={"Authorization": f"Bearer {plain}"}).status_code == 200
 
     page = c.get(f"/admin/users/{uid}").text
+    assert "<h1>ann</h1>" in page and f'action="/admin/users/{uid}/tokens"' in page  # base.html's `user` is the admin
     assert c.get(f"/admin/users/{uid}/tokens").headers["Location"] == f"/admin/users/{uid}#tokens"
     assert "labeling script" in page and plain not in page  # listed by name; the token itself is shown once
     with get_db(app).read() as s:
