@@ -1,4 +1,4 @@
-"""Accounts: users with hashed passwords (werkzeug's scrypt) and API tokens.
+"""Accounts: users with hashed passwords (werkzeug's scrypt) and API tokens; shared by the CLI and the admin pages.
 
 A token is shown once, when it is made; the database keeps only its sha256, so a leaked database file
 does not leak working tokens.
@@ -15,7 +15,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from labeler.errors import LabelerError
 from labeler.models import ApiToken, User
-from labeler.schemas import TokenIn, UserIn, parse
+from labeler.schemas import PasswordIn, TokenIn, UserIn, parse
 
 TOKEN_PREFIX = "lbl_"  # makes a leaked token easy to recognise in logs and secret scanners
 
@@ -55,6 +55,27 @@ def find_user(session: Session, username: str) -> User:
     return user
 
 
+def get_user(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise LabelerError(f"field 'user_id': user {user_id} does not exist", status=404, field="user_id")
+    return user
+
+
+def set_user_active(session: Session, user: User, active: bool) -> bool:
+    """Deactivate (or reactivate) `user`: a deactivated user cannot log in, their session ends at the next
+    request and their tokens stop working; their annotations stay. Returns whether anything changed."""
+    changed = user.active != active
+    user.active = active
+    session.flush()
+    return changed
+
+
+def reset_password(session: Session, user: User, password: str) -> None:
+    user.password_hash = hash_password(parse(PasswordIn, {"password": password}).password)
+    session.flush()
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -66,6 +87,22 @@ def create_token(session: Session, user: User, name: str = "") -> str:
     session.add(ApiToken(user_id=user.id, name=name, token_hash=hash_token(token)))
     session.flush()
     return token
+
+
+def list_tokens(session: Session, user: User) -> list[ApiToken]:
+    """`user`'s tokens, oldest first: names and dates only (the tokens themselves were shown once)."""
+    return list(session.scalars(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)))
+
+
+def revoke_token(session: Session, user: User, token_id: int) -> ApiToken:
+    """Delete `user`'s token `token_id`: requests with it get 401 from now on. Returns the deleted row."""
+    row = session.get(ApiToken, token_id)
+    if row is None or row.user_id != user.id:
+        raise LabelerError(f"field 'token_id': token {token_id} of user '{user.username}' does not exist (revoked already?)",
+                           status=404, field="token_id")
+    session.delete(row)
+    session.flush()
+    return row
 
 
 def user_for_token(session: Session, token: str) -> User | None:

@@ -13,6 +13,7 @@ from flask import Blueprint, current_app, g, jsonify, request, send_file, url_fo
 from sqlalchemy import select
 
 from labeler import accounts, assignment, importer, projects
+from labeler.audit import project_detail, record_event
 from labeler.db import get_db
 from labeler.errors import LabelerError
 from labeler.models import Annotation, Project, Task, User
@@ -98,6 +99,8 @@ def create_project():
     values = parse(ProjectIn, read_json_body()).model_dump()
     with get_db().write() as session:
         project = projects.create_project(session, **values)
+        record_event(session, "project_created", session.get(User, g.api_user.id), target=f"project {project.name}",
+                     detail=project_detail(projects.project_settings(project)))
         data = projects.project_json(project)
     return jsonify(project=data), 201
 
@@ -109,6 +112,7 @@ def push_tasks(name: str):
     with get_db().write() as session:
         project = projects.find_project(session, name)
         counts = importer.import_tasks(session, project, tasks, source="api")
+        record_event(session, "tasks_uploaded", session.get(User, g.api_user.id), target=f"project {project.name}", detail=counts)
     return jsonify(counts), 201
 
 
@@ -178,6 +182,7 @@ def download_export(export_id: int):
     require_admin()
     from labeler.export import zip_export
 
-    with get_db().read() as session:
+    with get_db().write() as session:
         buffer = zip_export(session, export_id)
+        record_event(session, "export_downloaded", session.get(User, g.api_user.id), target=f"export {export_id}")
     return send_file(buffer, mimetype="application/zip", as_attachment=True, download_name=f"export-{export_id}.zip")

@@ -12,6 +12,7 @@ from flask import Blueprint, redirect, render_template, request, session, url_fo
 from sqlalchemy import select
 
 from labeler import accounts
+from labeler.audit import record_event
 from labeler.db import get_db
 from labeler.models import User
 from labeler.security import current_user, login_limiter
@@ -46,10 +47,15 @@ def login():
     # One message for every failure: it must not tell an attacker which usernames exist.
     if user is None or not user.active or not accounts.check_password(user, password):
         limiter.record_failure(ip, username)
+        reason = "unknown user" if user is None else "deactivated" if not user.active else "wrong password"
+        with get_db().write() as s:  # the audit log says why; the page does not
+            record_event(s, "login_failed", user, actor_name=username[:80], detail={"reason": reason})
         error = "Wrong username or password, or the account is deactivated."
         return render_template("login.html", error=error, username=username, next=request.form.get("next", "")), 401
 
     limiter.reset(ip, username)
+    with get_db().write() as s:
+        record_event(s, "login", user)
     session.clear()
     session["user_id"] = user.id
     return redirect(safe_next(request.form.get("next")))

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from labeler.app import DEFAULT_DATABASE_URL
+from labeler.audit import project_detail, record_event
 from labeler.errors import LabelerError
 from labeler.schemas import AGGREGATIONS
 
@@ -109,6 +110,7 @@ def users_add(username, role, password, simulated, db_url):
 
     with open_db(db_url).write() as session:
         user = create_user(session, username, password, role=role, simulated=simulated)
+        record_event(session, "user_created", target=f"user {user.username}", detail={"role": user.role})
         click.echo(f"added {user.role} '{user.username}' (id {user.id})")
 
 
@@ -136,6 +138,7 @@ def users_deactivate(username, db_url):
 
     with open_db(db_url).write() as session:
         find_user(session, username).active = False
+        record_event(session, "user_deactivated", target=f"user {username}")
     click.echo(f"deactivated '{username}'")
 
 
@@ -152,6 +155,7 @@ def users_token(username, name, db_url):
         if not user.active:
             raise LabelerError(f"user '{username}' is deactivated", field="username")
         token = create_token(session, user, name=name)
+        record_event(session, "token_created", target=f"user {username}", detail={"name": name})
     click.echo(token)
 
 
@@ -182,7 +186,7 @@ def projects_create(name, k, overlap, criteria, guidelines, lease_seconds, no_ed
     Each task shows K responses to rank; each task is labeled by OVERLAP different annotators, which is
     what inter-annotator agreement is measured on. Tasks come later with `labeler import`.
     """
-    from labeler.projects import create_project
+    from labeler.projects import create_project, project_settings
 
     if guidelines and len(guidelines) < 4096 and Path(guidelines).is_file():
         guidelines = Path(guidelines).read_text(encoding="utf-8")
@@ -191,6 +195,8 @@ def projects_create(name, k, overlap, criteria, guidelines, lease_seconds, no_ed
         project = create_project(session, name, k=k, overlap=overlap, criteria=names, guidelines=guidelines,
                                  lease_seconds=lease_seconds, allow_edit=not no_edit, ask_rationale=not no_rationale,
                                  kind=kind)
+        record_event(session, "project_created", target=f"project {project.name}",
+                     detail=project_detail(project_settings(project)))
         click.echo(f"created project '{project.name}': k={project.k}, overlap={project.overlap}, criteria={project.criteria or '-'}")
 
 
@@ -238,6 +244,7 @@ def import_file(file, project_name, db_url):
     tasks = validate_tasks_file(file, k=k)
     with db.write() as session:
         counts = import_tasks(session, find_project(session, project_name), tasks, source=file.name)
+        record_event(session, "tasks_uploaded", target=f"project {project_name}", detail={"file": file.name, **counts})
     click.echo(f"imported {counts['created']} tasks into '{project_name}' ({counts['skipped']} already present) from {file}")
 
 

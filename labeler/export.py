@@ -66,6 +66,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from labeler.arena import arena_results, arena_votes
+from labeler.audit import record_event
 from labeler.aggregate import aggregate_majority, bradley_terry, compare_ranks, order_by_scores, pairwise_agreement, sort_key_id
 from labeler.db import Database
 from labeler.errors import LabelerError
@@ -430,6 +431,8 @@ def export_project(
             session.add(row)
             session.flush()
             export_id = row.id
+            record_event(session, "export_created", session.get(User, created_by) if created_by is not None else None,
+                         target=f"project {project_label}", detail={"export_id": export_id, "content_hash": content_hash, **filters})
             meta = {
                 "id": export_id,
                 "project": project_label,

@@ -45,21 +45,63 @@ def validate_task(obj, where: str, k: int | None = None) -> dict:
     return task
 
 
+MAX_LINE_ERRORS = 20  # a file with more bad lines names the first twenty: enough to see the pattern
+
+
+class TasksFileError(LabelerError):
+    """Every bad line of a tasks file (up to MAX_LINE_ERRORS), each error naming its file:line and field.
+
+    `errors` is [(line, message)]; the message lists them one per line, and `field` is the first one's."""
+
+    def __init__(self, source: str, errors: list[tuple[int, LabelerError]], bad_lines: int):
+        first = errors[0][1]
+        if bad_lines == 1:
+            message = str(first)
+        else:
+            shown = "" if bad_lines == len(errors) else f" (the first {len(errors)} shown)"
+            message = f"{source}: {bad_lines} lines have errors{shown}; nothing was imported:\n" + "\n".join(str(e) for _, e in errors)
+        super().__init__(message, status=first.status, field=first.field)
+        self.errors = [(line, str(err)) for line, err in errors]
+        self.bad_lines = bad_lines
+
+
+def validate_task_lines(lines, source: str, k: int | None = None) -> list[dict]:
+    """The tasks of a JSONL file's lines (bytes or str), all validated before any is imported: every bad line
+    is reported (TasksFileError), by `source`:line and field. `labeler import` and the admin's upload use it."""
+    tasks, errors, bad_lines = [], [], 0
+    for number, line in enumerate(lines, start=1):
+        if number == 1 and isinstance(line, bytes):
+            line = line.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark, as some Windows editors write
+        if not line.strip():
+            continue
+        where = f"{source}:{number}"
+        try:
+            tasks.append(validate_task(loads_json(line, where=where), where, k))
+        except LabelerError as err:
+            bad_lines += 1
+            if len(errors) < MAX_LINE_ERRORS:
+                errors.append((number, err))
+    if errors:
+        raise TasksFileError(source, errors, bad_lines)
+    if not tasks:
+        raise LabelerError(f"{source}: the file has no tasks", field="file")
+    return tasks
+
+
 def validate_tasks_file(path, k: int | None = None) -> list[dict]:
     """Every line of a JSONL file, validated before any is imported; an error names file:line and field."""
     path = Path(path)
     if not path.is_file():
         raise LabelerError(f"{path}: no such file", field="file")
-    tasks = []
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            obj = loads_json(line, where=f"{path}:{number}")
-            tasks.append(validate_task(obj, f"{path}:{number}", k))
-    if not tasks:
-        raise LabelerError(f"{path}: the file has no tasks", field="file")
-    return tasks
+    with path.open("rb") as fh:
+        return validate_task_lines(fh, str(path), k)
+
+
+def prompt_text(prompt) -> str:
+    """A prompt as plain text: itself, or a conversation's contents one per line (what the admin searches)."""
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(m["content"] for m in prompt)
 
 
 def import_tasks(session: Session, project: Project, tasks: list[dict], source: str = "api") -> dict:
@@ -77,7 +119,8 @@ def import_tasks(session: Session, project: Project, tasks: list[dict], source: 
         prompt_hash = canonical_hash(task["prompt"])
         prompt = prompts.get(prompt_hash)
         if prompt is None:
-            prompt = prompts[prompt_hash] = Prompt(project_id=project.id, prompt=task["prompt"], prompt_hash=prompt_hash, meta={})
+            prompt = prompts[prompt_hash] = Prompt(project_id=project.id, prompt=task["prompt"], prompt_hash=prompt_hash,
+                                                       text=prompt_text(task["prompt"]), meta={})
             session.add(prompt)
             session.flush()
         row = Task(project_id=project.id, prompt_id=prompt.id, content_hash=digest, meta=task["meta"], source=source[:255])

@@ -1,4 +1,5 @@
-"""The data model: User, ApiToken, Project, Prompt, Task, Response, Assignment, Annotation, Export.
+"""The data model: User, ApiToken, Project, Prompt, Task, Response, Assignment, Annotation, Export,
+and AuditEvent (who did what, when: labeler.audit).
 
 Rankings are stored as {response_id: rank} with 1 the best and equal ranks for ties, so that every pair
 training sees traces back to annotation ids.
@@ -16,6 +17,10 @@ from labeler.db import Base
 
 ROLES = ("admin", "annotator")
 PROJECT_KINDS = ("ranking", "arena")
+# what the audit log records (labeler.audit names each in words)
+AUDIT_ACTIONS = ("login", "login_failed", "user_created", "user_deactivated", "user_reactivated", "password_reset",
+                 "token_created", "token_revoked", "project_created", "project_updated", "tasks_uploaded",
+                 "export_created", "export_downloaded")
 
 
 def utcnow() -> dt.datetime:
@@ -67,6 +72,9 @@ class Prompt(Base):
     project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
     prompt: Mapped[Any] = mapped_column(JSON)  # str or [{"role", "content"}, ...]
     prompt_hash: Mapped[str] = mapped_column(String(64))
+    # the prompt as plain text (a conversation's contents joined) for the admin's search: the JSON column
+    # holds escaped text (non-ASCII as \uXXXX), which a LIKE cannot match
+    text: Mapped[str] = mapped_column(Text, default="", server_default="")
     meta: Mapped[dict] = mapped_column(JSON, default=dict)
 
 
@@ -143,3 +151,20 @@ class Export(Base):
     counts: Mapped[dict] = mapped_column(JSON, default=dict)
     content_hash: Mapped[str] = mapped_column(String(64))
     path: Mapped[str] = mapped_column(Text, default="")
+
+
+class AuditEvent(Base):
+    """One thing someone did: a login (or a failed one), a user or token change, a project created or edited,
+    tasks uploaded, an export made or downloaded. Rows are only ever added."""
+
+    __tablename__ = "audit_event"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    action: Mapped[str] = mapped_column(String(32), index=True)  # one of AUDIT_ACTIONS
+    actor_id: Mapped[Optional[int]] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), nullable=True, index=True)
+    # the actor's username as it was (for a failed login: the name that was typed); "" from the command line
+    actor: Mapped[str] = mapped_column(String(80), default="")
+    source: Mapped[str] = mapped_column(String(8), default="web")  # web | api | cli
+    ip: Mapped[str] = mapped_column(String(64), default="")
+    target: Mapped[str] = mapped_column(String(255), default="")  # "project demo", "user ann", "export 3"
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)

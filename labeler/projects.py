@@ -1,4 +1,5 @@
-"""Projects: create one with validated settings, find one (`find_project`, the one lookup), count its progress.
+"""Projects: create one with validated settings, edit one (`update_project`), find one (`find_project`, the
+one lookup), count its progress.
 
 Shared by the CLI (`labeler projects create`), the API (POST /api/v1/projects) and the admin pages.
 """
@@ -22,6 +23,35 @@ def create_project(session: Session, name: str, **settings) -> Project:
     session.add(project)
     session.flush()
     return project
+
+
+EDITABLE = ("k", "kind", "overlap", "criteria", "guidelines", "lease_seconds", "allow_edit", "ask_rationale")
+FIXED_ONCE_TASKS_EXIST = ("kind", "k")  # every stored task has k responses, and an arena's votes are pairs
+
+
+def project_settings(project: Project) -> dict:
+    return {"name": project.name, **{key: getattr(project, key) for key in EDITABLE}}
+
+
+def update_project(session: Session, project: Project, **changes) -> dict:
+    """Apply `changes` (validated with the whole project as labeler.schemas.ProjectIn); returns
+    {field: [old, new]} for what changed. The name never changes (it is in URLs, exports and the loop's
+    configs); k and kind do not once the project has tasks: 409 naming the field, nothing written."""
+    unknown = sorted(set(changes) - set(EDITABLE))
+    if unknown:
+        raise LabelerError(f"field '{unknown[0]}': cannot be edited (editable: {', '.join(EDITABLE)})", status=422, field=unknown[0])
+    values = parse(ProjectIn, {**project_settings(project), **changes}).model_dump()
+    changed = {key: [getattr(project, key), values[key]] for key in EDITABLE if getattr(project, key) != values[key]}
+    n_tasks = session.scalar(select(func.count(Task.id)).where(Task.project_id == project.id))
+    for key in FIXED_ONCE_TASKS_EXIST:
+        if key in changed and n_tasks:
+            raise LabelerError(f"field '{key}': project '{project.name}' has {n_tasks} tasks made for {key}={getattr(project, key)!r}, "
+                               f"so {key} cannot change to {values[key]!r}; create a new project for that instead",
+                               status=409, field=key)
+    for key, (_old, new) in changed.items():
+        setattr(project, key, new)
+    session.flush()
+    return changed
 
 
 def get_or_create_project(session: Session, name: str, **settings) -> tuple[Project, bool]:

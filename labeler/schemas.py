@@ -15,11 +15,10 @@ import json
 import re
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
-                      model_validator)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
 
 from labeler.errors import MAX_ID, LabelerError
-from labeler.models import PROJECT_KINDS, ROLES
+from labeler.models import AUDIT_ACTIONS, PROJECT_KINDS, ROLES
 
 MAX_K = 20  # responses per task
 MAX_OVERLAP = 1000
@@ -28,6 +27,7 @@ MAX_TEXT = 100_000  # characters in a prompt, response, rationale, edit or guide
 MAX_SECONDS_SPENT = 7 * 24 * 3600.0
 MAX_TASKS_PER_CALL = 10_000
 MAX_JSON_DEPTH = 32  # the deepest real payload (a task's meta) is far shallower
+MAX_PAGE = 1_000_000  # list pages in the admin's views
 NO_NUL = r"^[^\u0000]*$"
 PROJECT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$"  # names appear in URLs: /api/v1/projects/<name>
 AGGREGATIONS = ("majority", "bradley-terry")
@@ -88,11 +88,13 @@ class ProjectIn(Payload):
     kind: Annotated[Literal[PROJECT_KINDS], Field(description="ranking: rank K responses; arena: blind A/B votes "
                                                               "between checkpoints (K = 2)")] = "ranking"
 
-    @model_validator(mode="after")
-    def arena_is_pairwise(self):
-        if self.kind == "arena" and self.k != 2:
-            raise ValueError(f"an arena project compares two responses: k must be 2, got {self.k}")
-        return self
+    @field_validator("kind")
+    @classmethod
+    def arena_is_pairwise(cls, value: str, info):
+        # a field validator (k is declared before kind) so that the error names a field, not the body
+        if value == "arena" and info.data.get("k", 2) != 2:
+            raise ValueError(f"an arena project compares two responses: k must be 2, got {info.data['k']}")
+        return value
 
     @field_validator("criteria")
     @classmethod
@@ -186,8 +188,30 @@ class UserIn(Payload):
     simulated: bool = False
 
 
+class PasswordIn(Payload):
+    """The admin's password reset form."""
+
+    password: text(1024, 1)
+
+
 class TokenIn(Payload):
+    """`labeler users token` and the admin's token form."""
+
     name: text(80) = ""
+
+
+class TaskListIn(Payload):
+    """The admin's task list: ?page=N&q=words (a case-insensitive search in the prompt text)."""
+
+    page: bounded_int(1, MAX_PAGE) = 1
+    q: text(200) = ""
+
+
+class AuditListIn(Payload):
+    """The admin's audit log: ?page=N&action=NAME."""
+
+    page: bounded_int(1, MAX_PAGE) = 1
+    action: Optional[Literal[AUDIT_ACTIONS]] = None
 
 
 # ---- answers (documented in the OpenAPI document; the fuzz test checks the server against them) ----
@@ -388,6 +412,14 @@ def loads_json(data: bytes | str, where: str | None = None):
 def form_int(value: str):
     """A web form field's digits as an int; anything else stays text, for the schema to refuse by name."""
     return int(value) if re.fullmatch(r"[0-9]{1,19}", value) else value
+
+
+def form_bool(value: str | None):
+    """A checkbox: absent is False, a browser's "on" (or "1", "true") is True; anything else stays text,
+    for the schema to refuse by name."""
+    if value is None:
+        return False
+    return True if value.lower() in ("on", "1", "true") else value
 
 
 def read_json_body(optional: bool = False):
