@@ -180,7 +180,8 @@ def write_heldout_prompts(path: Path) -> Path:
 
 
 def test_the_guard_measures_each_iterations_policy_on_heldout_prompts(tiny_model, reward_folder, tmp_path, capsys):
-    from rlhf.eval import length_controlled_win_rate
+    from rlhf.eval import length_controlled_win_rate, sample_responses
+    from rlhf.models import load_causal_lm, load_tokenizer
 
     out = tmp_path / "op"
     guard = ["--iterations", "2", "--measure_final", "false", "--eval_max_new_tokens", "6",
@@ -214,6 +215,14 @@ def test_the_guard_measures_each_iterations_policy_on_heldout_prompts(tiny_model
         assert heldout["win_rate"] == pytest.approx(sum(points) / 3)
         assert heldout["win_rate_lc"] == pytest.approx(
             length_controlled_win_rate(points, [r["tokens"] - s["tokens"] for r, s in zip(recs, sft_recs)]))
+
+    # the answers are iteration 2's adapter's own greedy answers (batched as the stage batches them) ...
+    last = [json.loads(x) for x in (out / "iteration-2" / "heldout.jsonl").read_text().splitlines()]
+    greedy = sample_responses(load_causal_lm(str(out / "iteration-2")).eval(), load_tokenizer(tiny_model),
+                              [r["prompt"] for r in last], 6, 0.0, 1.0, 9, seed=0)
+    assert [g["text"] for g in greedy] == [r["response"] for r in last]
+    # and not the SFT model's: the trained adapter answers differently (the tiny SFT model stops at once)
+    assert [r["response"] for r in last] != [r["response"] for r in sft_recs]
 
     # the figures also go to metrics.jsonl (x: DPO iterations behind the policy), one line each, and the chart
     events = [m for m in read_metrics(out) if m.get("event") == "heldout"]
