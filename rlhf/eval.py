@@ -8,6 +8,8 @@ Each policy (a model folder or a LoRA adapter folder, merged onto its base) answ
 through its chat template, with a fixed seed. Per policy:
   mean_reward     the reward model's mean score of its responses
   win_rate        fraction of prompts where its response outscores the reference policy's (ties count half)
+  win_rate_lc     the same win rate controlled for length: what it would be at zero length difference
+                  (see length_controlled_win_rate); a reward that pays for length shows as win_rate >> win_rate_lc
   kl_to_reference mean over responses of sum_t [log p_policy(y_t) - log p_ref(y_t)] on the policy's own
                   sampled tokens: an unbiased estimate of KL(policy || reference) when sampling at
                   temperature 1 and top_p 1 (the defaults here); greedy or tempered decoding biases it
@@ -29,6 +31,7 @@ metrics.jsonl and rewards.png / lengths.png (+ pass_rates.png / pass_rate_polici
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -74,12 +77,82 @@ class EvalArguments:
     )
 
 
+def win_points(scores: list[float], reference_scores: list[float]) -> list[float]:
+    """Per prompt: 1 when the policy's reward beats the reference's, 0.5 for a tie, 0 for a loss."""
+    return [1.0 if s > r else 0.5 if s == r else 0.0 for s, r in zip(scores, reference_scores)]
+
+
 def win_rate(scores: list[float], reference_scores: list[float]) -> float:
     """Fraction of prompts where the policy's reward beats the reference's; a tie counts half."""
     if not scores or len(scores) != len(reference_scores):
         raise ValueError("win_rate needs equally long, non-empty score lists")
-    points = sum(1.0 if s > r else 0.5 if s == r else 0.0 for s, r in zip(scores, reference_scores))
-    return points / len(scores)
+    return sum(win_points(scores, reference_scores)) / len(scores)
+
+
+# Ridge penalty on the length coefficient (a unit Gaussian prior): keeps the fit finite when length
+# separates wins from losses perfectly (tiny evals), and weighs little against a hundred prompts.
+LC_L2 = 1.0
+
+
+def length_controlled_win_rate(points: list[float], length_diffs: list[float], l2: float = LC_L2) -> float:
+    """The win rate at zero length difference: AlpacaEval's length-controlled win rate, reduced to one judge.
+
+    A reward model that likes long answers gives a longer policy wins that are length, not quality. As in
+    AlpacaEval-LC (Dubois et al. 2024), fit a logistic regression of the per-prompt outcome y (1 win, 0.5
+    tie, 0 loss: a soft label) on x = tanh(d / std(d)), d = policy tokens - reference tokens:
+        P(win) = sigmoid(a + b x),  maximising sum[y log p + (1 - y) log(1 - p)] - l2 b^2 / 2   (Newton)
+    and report sigmoid(a), the predicted win rate where the two answers are equally long (x = 0). tanh of the
+    standardised difference bounds the pull of a few runaway answers; d is not centred, so x = 0 still means
+    equal length. Chosen over stratifying by length difference because it uses every prompt (a held-out set
+    of ~100 has few equal-length pairs) and needs no bin edges. The ridge term (LC_L2) keeps b finite when
+    length separates the outcomes perfectly. Special cases: every outcome the same -> that outcome (nothing
+    for length to explain); the same difference on every prompt (std 0) -> x = 0, i.e. the raw win rate,
+    since a constant length gap cannot be told apart from the policy's own effect.
+    """
+    import numpy as np  # a 2-parameter Newton fit, redone on every bootstrap resample: vectorised over prompts
+
+    if not points or len(points) != len(length_diffs):
+        raise ValueError("length_controlled_win_rate needs equally long, non-empty lists")
+    if all(y == points[0] for y in points):
+        return float(points[0])
+    y, d = np.asarray(points, dtype=float), np.asarray(length_diffs, dtype=float)
+    std = d.std()
+    x = np.tanh(d / std) if std > 0 else np.zeros_like(d)
+
+    def objective(a: float, b: float) -> float:  # sum[y log p + (1 - y) log(1 - p)] - l2 b^2 / 2, stably
+        z = a + b * x
+        return float(-(y * np.logaddexp(0, -z) + (1 - y) * np.logaddexp(0, z)).sum() - l2 * b * b / 2)
+
+    a, b = math.log(y.mean() / (1 - y.mean())), 0.0  # the fit without length: a start next to the optimum
+    current = objective(a, b)
+    for _ in range(100):
+        p = np.exp(-np.logaddexp(0, -(a + b * x)))  # sigmoid without overflow
+        ga, gb = float((y - p).sum()), float(((y - p) * x).sum()) - l2 * b
+        w = p * (1 - p)
+        haa, hab, hbb = float(w.sum()), float((w * x).sum()), float((w * x * x).sum()) + l2
+        det = haa * hbb - hab * hab
+        if det <= 1e-300:  # no curvature left (p saturated): the current point is as good as it gets
+            break
+        da, db = (hbb * ga - hab * gb) / det, (haa * gb - hab * ga) / det
+        step = 1.0  # halve the Newton step until the penalised likelihood does not fall
+        while (trial := objective(a + step * da, b + step * db)) < current - 1e-12 and step > 1e-8:
+            step /= 2
+        if trial < current - 1e-12:  # no step helps: at the optimum up to rounding
+            break
+        a, b, current = a + step * da, b + step * db, trial
+        if abs(step * da) < 1e-10 and abs(step * db) < 1e-10:
+            break
+    return 1 / (1 + math.exp(-a)) if a >= 0 else math.exp(a) / (1 + math.exp(a))
+
+
+def length_controlled_figures(points: list[float], length_diffs: list[float]) -> dict[str, Any]:
+    """win_rate_lc and its bootstrap 95% interval over prompts (the whole fit redone on each resample)."""
+    from labeler.stats import bootstrap_ci
+
+    pairs = list(zip(points, length_diffs))
+    return {"win_rate_lc": length_controlled_win_rate(points, length_diffs),
+            "win_rate_lc_ci": bootstrap_ci(pairs, lambda ps: length_controlled_win_rate([y for y, _ in ps],
+                                                                                        [d for _, d in ps]))}
 
 
 def kl_estimate(policy_logps: list[list[float]], reference_logps: list[list[float]]) -> float:
@@ -148,14 +221,15 @@ def constraint_pass_rates(rows: list[dict[str, Any]], responses: list[str]) -> d
 
 def interval_figures(recs: list[dict[str, Any]], reference_recs: list[dict[str, Any]]) -> dict[str, Any]:
     """Bootstrap 95% intervals over prompts (labeler.stats) for one policy's figures; paired with the
-    reference where two policies answered the same prompts: `pass_rate_prompt_delta` is this policy's
+    reference where two policies answered the same prompts: the length-controlled win rate (win_rate_lc,
+    with its interval) needs both answers' lengths, and `pass_rate_prompt_delta` is this policy's
     prompt-level pass rate minus the reference's, and its interval resamples prompts for both at once."""
     from labeler.stats import bootstrap_ci, paired_bootstrap_ci
 
     rewards = [r["reward"] for r in recs]
-    points = [1.0 if r["reward"] > q["reward"] else 0.5 if r["reward"] == q["reward"] else 0.0
-              for r, q in zip(recs, reference_recs)]
+    points = win_points(rewards, [q["reward"] for q in reference_recs])
     out: dict[str, Any] = {"mean_reward_ci": bootstrap_ci(rewards), "win_rate_ci": bootstrap_ci(points)}
+    out.update(length_controlled_figures(points, [r["tokens"] - q["tokens"] for r, q in zip(recs, reference_recs)]))
     met = [r["constraints_met"] for r in recs if r.get("constraints_met")]
     if met:
         out["pass_rate_prompt_ci"] = bootstrap_ci([float(all(m)) for m in met])
@@ -259,6 +333,39 @@ def token_logprobs(model, samples: list[dict[str, Any]], batch_size: int) -> lis
     return result
 
 
+def response_records(name: str, rows: list[dict[str, Any]], samples: list[dict[str, Any]],
+                     rewards: list[float]) -> list[dict[str, Any]]:
+    """One record per prompt (responses.jsonl's lines): the response, its reward and length in tokens, the
+    row's other fields as `meta`, and `constraints_met` (one bool per constraint) where the row has some."""
+    from rlhf.constraints import check_constraint
+
+    recs = []
+    for row, s, r in zip(rows, samples, rewards, strict=True):
+        rec = {"policy": name, "prompt": row["prompt"], "response": s["text"], "reward": r,
+               "tokens": len(s["response_ids"]), "meta": {k: v for k, v in row.items() if k != "prompt"}}
+        if row.get("constraints"):
+            rec["constraints_met"] = [check_constraint(c, s["text"]) for c in row["constraints"]]
+        recs.append(rec)
+    return recs
+
+
+def policy_figures(rows: list[dict[str, Any]], recs: list[dict[str, Any]],
+                   reference_recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One policy's figures from its records, against the reference's records on the same prompts: mean
+    reward, win rate (raw and length-controlled), mean length, pass rates where rows carry constraints, each
+    with its bootstrap interval. Everything but the KL, which needs the models (`rlhf onpolicy` reuses this)."""
+    rewards = [r["reward"] for r in recs]
+    figures = {
+        "mean_reward": sum(rewards) / len(rewards),
+        "win_rate": win_rate(rewards, [r["reward"] for r in reference_recs]),
+        "mean_length": sum(r["tokens"] for r in recs) / len(recs),
+        "responses": len(recs),
+    }
+    figures.update(constraint_pass_rates(rows, [r["response"] for r in recs]))
+    figures.update(interval_figures(recs, reference_recs))
+    return figures
+
+
 def evaluate_policies(policies: list[tuple[str, str]], reference: str, reward_model_path: str,
                       rows: list[dict[str, Any]], args: EvalArguments,
                       extra_metrics: ExtraMetrics | None = None) -> tuple[dict[str, dict], list[dict[str, Any]]]:
@@ -266,7 +373,6 @@ def evaluate_policies(policies: list[tuple[str, str]], reference: str, reward_mo
 
     Rows with `constraints` add pass-rate figures and a per-record `constraints_met` list.
     """
-    from rlhf.constraints import check_constraint
     from rlhf.models import load_causal_lm, load_tokenizer
     from rlhf.reward import load_reward_model, score_texts
 
@@ -297,37 +403,20 @@ def evaluate_policies(policies: list[tuple[str, str]], reference: str, reward_mo
                                           args.batch_size, args.seed)
         own = token_logprobs(model, kl_samples, args.batch_size)
         ref = own if model is reference_model else token_logprobs(reference_model, kl_samples, args.batch_size)
-        recs = []
-        for i, (row, s, r) in enumerate(zip(rows, samples, rewards)):
-            rec = {"policy": name, "prompt": row["prompt"], "response": s["text"], "reward": r,
-                   "tokens": len(s["response_ids"]), "meta": {k: v for k, v in row.items() if k != "prompt"}}
-            if kl_samples is samples:  # these log-probs are the KL estimate's terms
-                rec["logp_policy"], rec["logp_reference"] = sum(own[i]), sum(ref[i])
-            if row.get("constraints"):
-                rec["constraints_met"] = [check_constraint(c, s["text"]) for c in row["constraints"]]
-            recs.append(rec)
+        recs = response_records(name, rows, samples, rewards)
+        if kl_samples is samples:  # these log-probs are the KL estimate's terms
+            for rec, lp, lr in zip(recs, own, ref):
+                rec["logp_policy"], rec["logp_reference"] = sum(lp), sum(lr)
         records[name] = recs
         logps[name] = (own, ref)
         if model is not reference_model:
             del model
     figures: dict[str, dict] = {}
-    reference_rewards = [r["reward"] for r in records[reference]]
     for name, path in policies:
         recs = records[name]
         own, ref = logps[name]
-        rewards = [r["reward"] for r in recs]
-        figures[name] = {
-            "path": path,
-            "mean_reward": sum(rewards) / len(rewards),
-            "win_rate": win_rate(rewards, reference_rewards),
-            "kl_to_reference": kl_estimate(own, ref),
-            "kl_method": method,
-            "kl_responses": len(own),
-            "mean_length": sum(r["tokens"] for r in recs) / len(recs),
-            "responses": len(recs),
-        }
-        figures[name].update(constraint_pass_rates(rows, [r["response"] for r in recs]))
-        figures[name].update(interval_figures(recs, records[reference]))
+        figures[name] = {"path": path, **policy_figures(rows, recs, records[reference]),
+                         "kl_to_reference": kl_estimate(own, ref), "kl_method": method, "kl_responses": len(own)}
         if extra_metrics is not None:
             figures[name].update(extra_metrics(rows, recs))
     return figures, [r for name, _ in policies for r in records[name]]
@@ -340,6 +429,7 @@ def write_plots(out: Path, figures: dict[str, dict], records: list[dict[str, Any
     bars = plot_bars(out / "rewards.png", names, {
         "mean reward": [figures[n]["mean_reward"] for n in names],
         f"win rate vs {reference}": [figures[n]["win_rate"] for n in names],
+        f"length-controlled win rate vs {reference}": [figures[n]["win_rate_lc"] for n in names],
     }, title="policies judged by the reward model")
     lengths = {n: [r["tokens"] for r in records if r["policy"] == n] for n in names}
     hist = plot_histograms(out / "lengths.png", lengths, title="response length", xlabel="tokens")
@@ -442,6 +532,7 @@ def run_eval(args: EvalArguments, rows: list[dict[str, Any]] | None = None, conf
         passed = (f"  pass {f['pass_rate_prompt']:.2f} [{f['pass_rate_prompt_ci'][0]:.2f}, {f['pass_rate_prompt_ci'][1]:.2f}]"
                   f"/{f['pass_rate_instruction']:.2f}") if "pass_rate_prompt" in f else ""
         print(f"[rlhf eval] {name:>16}: reward {f['mean_reward']:+.3f}  win {f['win_rate']:.2f}  "
+              f"lc-win {f['win_rate_lc']:.2f} [{f['win_rate_lc_ci'][0]:.2f}, {f['win_rate_lc_ci'][1]:.2f}]  "
               f"kl {f['kl_to_reference']:.3f}  length {f['mean_length']:.1f}{passed}")
     if method == "main_responses_biased":
         print("[rlhf eval] note: KL estimated on greedy/tempered responses is biased; set kl_prompts for an unbiased one")

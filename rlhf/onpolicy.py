@@ -19,6 +19,14 @@ mean_length (tokens) and the kept pairs' mean reward gap, plus DPO's losses; to 
 summary.json's `per_iteration` and iterations.png. With `measure_final`, the final policy is sampled once more on the first
 iteration's prompts (same seed), so first and final reward compare like for like.
 
+The reward-hacking guard (off unless `eval_prompts_file` is set): after the iterations, the SFT model and the
+policy after each iteration answer held-out prompts greedily, scored by the same reward model with rlhf.eval's
+functions. Each per_iteration entry gets `heldout` (the policy after that iteration: the reward model's mean
+score, win rate and length-controlled win rate vs the SFT model, mean length, and the pass rates where prompt
+rows carry `constraints`, each with a bootstrap 95% interval); summary.json's `heldout_sft` is the start, and
+guard.png draws them against the iteration: a reward that rises while the pass rate falls or the length runs
+away is reward hacking. Without constraints the quality reference is the arena's human win rate.
+
 Output: <output_dir>/iteration-N/ (samples.jsonl, pairs.jsonl, that iteration's adapter, summary.json), the
 final adapter in <output_dir> itself (load it like `rlhf dpo`'s). A re-run skips finished iterations (those
 with a summary.json) and resumes an interrupted DPO run from its last checkpoint. The reward model must pass
@@ -87,6 +95,17 @@ class OnpolicyArguments(StageArguments):
         default=True, metadata={"help": "After the last iteration, sample the final policy once more (on the first "
                                         "iteration's prompts) for its reward, KL and length."}
     )
+    eval_prompts_file: str | None = field(
+        default=None,
+        metadata={"help": "The reward-hacking guard (off when unset): held-out prompts (JSONL/Parquet/datasets folder) "
+                          "that the SFT model and the policy after each iteration answer greedily; their reward, pass "
+                          "rate (rows with `constraints`) and length go to per_iteration's `heldout` and guard.png. "
+                          "Rows of split `prompt_split` are left out: they train the policy."},
+    )
+    eval_max_prompts: int = field(default=0, metadata={"help": "Guard: only the first N held-out prompts (0 = all)."})
+    eval_max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Guard: longest greedy response, in tokens; default: max_new_tokens."}
+    )
 
 
 def select_pairs_by_reward(rewards: Sequence[float], margin: float) -> list[tuple[int, int]]:
@@ -142,6 +161,10 @@ def check_args(args: OnpolicyArguments, model_args, source: str) -> None:
         raise RlhfError(f"{source}: kl_samples must be 0 (all samples) or more, got {args.kl_samples}")
     if args.temperature <= 0:
         raise RlhfError(f"{source}: temperature must be above 0: greedy decoding gives k identical responses")
+    if args.eval_max_prompts < 0:
+        raise RlhfError(f"{source}: eval_max_prompts must be 0 (all) or more, got {args.eval_max_prompts}")
+    if args.eval_max_new_tokens is not None and args.eval_max_new_tokens < 1:
+        raise RlhfError(f"{source}: eval_max_new_tokens must be at least 1, got {args.eval_max_new_tokens}")
     if not model_args.use_peft:
         raise RlhfError(f"{source}: use_peft false is not supported: the policy is a LoRA adapter over the SFT model, "
                         "which (adapter disabled) is DPO's reference in every iteration")
@@ -294,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.prompt_split is None or r.get("split", args.prompt_split) == args.prompt_split]
     if not rows:
         raise RlhfError(f"{args.prompts_file}: no prompt rows of split {args.prompt_split!r} (key 'prompt_split')")
+    heldout_rows = load_heldout_rows(args) if args.eval_prompts_file else None
     out = prepare_out(args, training_args, model_args, config_path)
 
     tokenizer = load_tokenizer(sft_path)
@@ -326,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.measure_final:
         final = measure_final_policy(out / "final", previous, rows, sft_path, tokenizer, reward_path, judge, args,
                                      training_args.seed, writer)
+    heldout_sft = None
+    if heldout_rows is not None:
+        heldout_sft = measure_heldout(out, records, sft_path, tokenizer, reward_path, judge, heldout_rows, args,
+                                      training_args.seed, writer)
     if writer is not None:
         writer.close()
 
@@ -360,8 +388,11 @@ def main(argv: list[str] | None = None) -> int:
         "run_seconds": round(time.perf_counter() - started, 2),  # this invocation only (a resumed run is shorter)
         "policy": str(out),
         "use_peft": model_args.use_peft,
+        "heldout_sft": heldout_sft,  # the guard's start; each per_iteration entry's `heldout` follows it
     }
     summary["plot"] = str(write_plot(out / "iterations.png", records, final))
+    if heldout_sft is not None:
+        summary["guard_plot"] = str(write_guard_plot(out / "guard.png", summary))
     write_summary(out, summary)
     print(f"[rlhf onpolicy] {args.iterations} iteration(s), {summary['kept_pairs']} pairs: mean reward "
           f"{summary['first_mean_reward']:.3f} -> {summary['last_mean_reward']:.3f}, kl {summary['last_kl_to_reference']:.3f}, "
@@ -389,6 +420,154 @@ def measure_final_policy(final_dir: Path, policy: str, rows: list[dict], sft_pat
     log_record(final_dir.parent, writer, {**final, "iteration": args.iterations + 1}, "final policy")
     write_summary(final_dir, final)
     return final
+
+
+def load_heldout_rows(args: OnpolicyArguments) -> list[dict]:
+    """The guard's prompts: eval_prompts_file less the rows of the training split, the first eval_max_prompts;
+    checked (constraints included) before any run folder exists."""
+    from rlhf.data import load_prompts
+    from rlhf.eval import check_prompt_constraints
+
+    rows = load_prompts(args.eval_prompts_file)
+    check_prompt_constraints(rows, args.eval_prompts_file)  # before filtering: "prompt N" is the file's Nth row
+    same_file = Path(args.eval_prompts_file).resolve() == Path(args.prompts_file).resolve()
+    if same_file and (args.prompt_split is None or not any("split" in r for r in rows)):
+        raise RlhfError(f"{args.eval_prompts_file}: eval_prompts_file is the prompts_file and nothing marks held-out "
+                        "rows (a `split` field, with prompt_split naming the training one): the guard would measure "
+                        "the prompts the policy trains on")
+    if args.prompt_split is not None:
+        rows = [r for r in rows if r.get("split") != args.prompt_split]
+    rows = rows[: args.eval_max_prompts or None]
+    if not rows:
+        raise RlhfError(f"{args.eval_prompts_file}: no held-out prompt rows (rows of split {args.prompt_split!r} "
+                        "train the policy and are left out) (key 'eval_prompts_file')")
+    return rows
+
+
+def answer_heldout(policy_path: str, name: str, tokenizer, judge, rows: list[dict], args: OnpolicyArguments,
+                   seed: int) -> list[dict[str, Any]]:
+    """One greedy response per held-out prompt from the policy, scored by the reward model: rlhf.eval's records."""
+    from rlhf.eval import response_records, sample_responses
+    from rlhf.models import load_causal_lm
+    from rlhf.reward import score_texts
+
+    prompts = [r["prompt"] for r in rows]
+    policy = load_causal_lm(policy_path).eval().to(device())
+    samples = sample_responses(policy, tokenizer, prompts, args.eval_max_new_tokens or args.max_new_tokens, 0.0, 1.0,
+                               args.batch_size, seed)
+    del policy
+    judge_model, judge_tokenizer = judge
+    rewards = score_texts(judge_model, judge_tokenizer, prompts, [s["text"] for s in samples], args.batch_size)
+    return response_records(name, rows, samples, rewards)
+
+
+def measure_heldout(out: Path, records: list[dict[str, Any]], sft_path: str, tokenizer, reward_path: str, judge,
+                    rows: list[dict], args: OnpolicyArguments, seed: int, writer) -> dict[str, Any]:
+    """The reward-hacking guard: the SFT model and the policy after each iteration (its adapter, or the policy
+    before it when it kept no pair) answer the held-out prompts greedily. Sets each record's `heldout` (also in
+    its iteration's summary.json) and returns the SFT model's figures. Figures come from rlhf.eval.policy_figures,
+    with the SFT model's answers as the reference of the win rates. A record measured before with the same
+    settings is kept, and the SFT model's answers are kept in heldout-sft.json, so a resumed run measures
+    only new iterations (a policy's held-out answers are in its iteration's heldout.jsonl)."""
+    from rlhf.eval import policy_figures
+    from rlhf.runs import write_summary
+
+    settings = {"prompts_file": args.eval_prompts_file, "prompts": len(rows), "decoding": "greedy",
+                "max_new_tokens": args.eval_max_new_tokens or args.max_new_tokens}
+    sft_file = out / "heldout-sft.json"  # the SFT model's answers: every win rate's reference
+    kept_sft = json.loads(sft_file.read_text()) if sft_file.is_file() else {}
+    fresh = (kept_sft.get("settings") != settings
+             or [r["prompt"] for r in kept_sft["records"]] != [r["prompt"] for r in rows])
+    if fresh:
+        judge = judge or load_judge(reward_path)
+        sft_recs = answer_heldout(sft_path, "sft", tokenizer, judge, rows, args, seed)
+        tmp = sft_file.with_name(f".{sft_file.name}.tmp")
+        tmp.write_text(json.dumps({"settings": settings, "records": sft_recs}, ensure_ascii=False))
+        tmp.replace(sft_file)
+    else:
+        sft_recs = kept_sft["records"]
+    sft = {"policy": sft_path, "policy_after_iterations": 0, "settings": settings,
+           **policy_figures(rows, sft_recs, sft_recs)}
+    if fresh:
+        log_heldout(out, writer, sft)
+    measured: dict[str, dict[str, Any]] = {sft_path: sft}  # policy -> figures: an unchanged policy is not redone
+    policy = sft_path
+    for record in records:
+        it_dir = out / f"iteration-{record['iteration']}"
+        policy = str(it_dir) if record["trained"] else policy
+        kept = record.get("heldout")
+        if kept and kept.get("settings") == settings and kept.get("policy") == policy:
+            measured.setdefault(policy, kept)
+            continue
+        if policy not in measured:
+            judge = judge or load_judge(reward_path)
+            recs = answer_heldout(policy, f"iteration-{record['iteration']}", tokenizer, judge, rows, args, seed)
+            write_jsonl(it_dir / "heldout.jsonl", recs)
+            measured[policy] = {"policy": policy, "settings": settings, **policy_figures(rows, recs, sft_recs)}
+        record["heldout"] = {**measured[policy], "policy_after_iterations": record["iteration"]}
+        write_summary(it_dir, record)
+        log_heldout(out, writer, record["heldout"])
+    return sft
+
+
+def log_heldout(out: Path, writer, figures: dict[str, Any]) -> None:
+    """The guard's figures of one policy to metrics.jsonl (event "heldout"), TensorBoard and one printed line."""
+    from rlhf.eval import flat_figures
+    from rlhf.runs import append_metrics
+
+    x = figures["policy_after_iterations"]
+    scalars = {k: v for k, v in flat_figures(figures).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    append_metrics(out, {"event": "heldout", **scalars})
+    if writer is not None:
+        for key in ("mean_reward", "pass_rate_prompt", "win_rate_lc", "mean_length"):
+            if key in scalars:
+                writer.add_scalar(f"onpolicy/heldout_{key}", scalars[key], x)  # x: DPO iterations behind the policy
+        writer.flush()
+    passed = (f", pass {figures['pass_rate_prompt']:.2f} [{figures['pass_rate_prompt_ci'][0]:.2f}, "
+              f"{figures['pass_rate_prompt_ci'][1]:.2f}]") if "pass_rate_prompt" in figures else ""
+    tqdm.write(f"[rlhf onpolicy] held-out, policy after {x} iteration(s): reward {figures['mean_reward']:+.3f}{passed}, "
+               f"lc-win vs sft {figures['win_rate_lc']:.2f}, length {figures['mean_length']:.1f}")
+
+
+def guard_panels(summary: dict[str, Any]) -> dict[str, dict[str, tuple]]:
+    """The guard's chart as plot_panels input, from an onpolicy summary.json: the reward model's score, the held-out
+    pass rate (when prompts carry constraints), the win rate vs the SFT model (raw and length-controlled) and the
+    length, against the DPO iterations behind the policy; held-out lines carry their 95% interval as a band."""
+    records = summary.get("per_iteration") or []
+    sampled = records + ([summary["final"]] if summary.get("final") else [])
+    heldout = ([summary["heldout_sft"]] if summary.get("heldout_sft") else []) + [r["heldout"] for r in records
+                                                                                   if r.get("heldout")]
+    xs = [h["policy_after_iterations"] for h in heldout]
+
+    def line(key: str) -> tuple:
+        values = [h.get(key, float("nan")) for h in heldout]
+        cis = [h.get(f"{key}_ci") or [v, v] for h, v in zip(heldout, values)]
+        return xs, values, [c[0] for c in cis], [c[1] for c in cis]
+
+    on_samples = [r["policy_after_iterations"] for r in sampled]
+    panels: dict[str, dict[str, tuple]] = {"reward model score": {
+        "training samples": (on_samples, [r["mean_reward"] for r in sampled])}}
+    if heldout:
+        panels["reward model score"]["held-out (greedy)"] = line("mean_reward")
+        if all("pass_rate_prompt" in h for h in heldout):
+            panels["held-out pass rate (all constraints met)"] = {"held-out (greedy)": line("pass_rate_prompt")}
+        panels["held-out win rate vs the SFT model"] = {"raw win rate": line("win_rate")[:2],
+                                                        "length-controlled": line("win_rate_lc")}
+    panels["mean length (tokens)"] = {"training samples": (on_samples, [r["mean_length"] for r in sampled])}
+    if heldout:
+        panels["mean length (tokens)"]["held-out (greedy)"] = line("mean_length")[:2]
+    return panels
+
+
+def write_guard_plot(path: Path, summary: dict[str, Any]) -> Path:
+    """guard.png: guard_panels drawn in one figure (the loop's report draws the same from the round's summary)."""
+    from rlhf.plots import plot_panels
+
+    panels = guard_panels(summary)
+    title = "reward-hacking guard: reward score, quality and length per iteration"
+    if summary.get("heldout_sft") and "held-out pass rate (all constraints met)" not in panels:
+        title += "\n(no constraints on these prompts: the arena's human win rate is the quality reference)"
+    return plot_panels(path, panels, title, "DPO iterations behind the policy (0 = the SFT model)")
 
 
 def write_plot(path: Path, records: list[dict[str, Any]], final: dict[str, Any] | None) -> Path:

@@ -94,19 +94,26 @@ def plot_grouped_bars(path: str | os.PathLike, groups: list[str], series: dict[s
     return save_figure(plt, fig, path)
 
 
-def plot_panels(path: str | os.PathLike, panels: dict[str, dict[str, tuple[list[float], list[float]]]], title: str,
+def plot_panels(path: str | os.PathLike, panels: dict[str, dict[str, tuple[list[float], ...]]], title: str,
                 xlabel: str) -> Path:
     """A grid of small line charts, one per panel, each with its own lines as (xs, ys) (e.g. the loss of each
-    training stage over its steps, one line per loop round)."""
+    training stage over its steps, one line per loop round), or (xs, ys, lows, highs) to shade an interval."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     cols = 2 if len(panels) == 4 else min(3, max(1, len(panels)))  # 4 panels read best as 2 x 2
     rows = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
     # A label keeps its colour in every panel ("round 2" is orange everywhere, even where round 1 is missing).
     labels = list(dict.fromkeys(label for lines in panels.values() for label in lines))
     for ax, (name, lines) in zip(axes.flat, panels.items()):
-        for label, (xs, ys) in lines.items():
-            ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=label, color=f"C{labels.index(label) % 10}")
+        for label, (xs, ys, *band) in lines.items():
+            colour = f"C{labels.index(label) % 10}"
+            ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=label, color=colour)
+            if band:  # a 95% interval around the line
+                ax.fill_between(xs, band[0], band[1], color=colour, alpha=0.2, linewidth=0)
+        if all(float(x).is_integer() for line in lines.values() for x in line[0]):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations and steps: no "1.5" ticks
         ax.set_title(name, fontsize=10)
         ax.set_xlabel(xlabel, fontsize=8)
         if len(labels) > 1:

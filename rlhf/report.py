@@ -10,6 +10,7 @@ What it reads; only the run folder itself is required, a missing part (no rl sta
     <run>/round-<r>/<stage>/summary.json     the stage's own figures (steps, runtime)
     <run>/round-<r>/eval/summary.json        per-policy figures written by `rlhf eval` (rlhf.eval.run_eval)
     <run>/round-<r>/eval/responses.jsonl     one record per policy and prompt (lengths, example answers)
+    <run>/round-<r>/onpolicy/summary.json    per_iteration figures and the held-out guard (`heldout`, `heldout_sft`)
     <run>/round-<r>/labels/export.json       the labeler export that trained the round (content hash, counts)
 
 The headline table shows the last round that has an eval; curves overlay every round.
@@ -163,11 +164,12 @@ def render_headline(summary: dict[str, Any], eval_round: tuple[int, dict] | None
     r, ev = eval_round
     reference = ev.get("reference", "reference")
     header = ["policy", "pass rate (prompt)", "pass rate (instruction)", "mean reward", f"win rate vs {reference}",
-              f"KL to {reference}", "mean length (tokens)"]
+              f"length-controlled win rate vs {reference}", f"KL to {reference}", "mean length (tokens)"]
     rows = [[name, fmt_ci(f.get("pass_rate_prompt"), f.get("pass_rate_prompt_ci"), "pct"),
              fmt_ci(f.get("pass_rate_instruction"), f.get("pass_rate_instruction_ci"), "pct"),
              fmt_ci(f.get("mean_reward"), f.get("mean_reward_ci"), "signed"),
-             fmt_ci(f.get("win_rate"), f.get("win_rate_ci"), "pct"), fmt(f.get("kl_to_reference")),
+             fmt_ci(f.get("win_rate"), f.get("win_rate_ci"), "pct"),
+             fmt_ci(f.get("win_rate_lc"), f.get("win_rate_lc_ci"), "pct"), fmt(f.get("kl_to_reference")),
              fmt(f.get("mean_length"))]
             for name, f in (ev.get("policies") or {}).items()]
     parts.append(f"<p>Round {r} evaluation on {fmt(ev.get('prompts'))} held-out prompts "
@@ -179,6 +181,8 @@ def render_headline(summary: dict[str, Any], eval_round: tuple[int, dict] | None
                "main_responses": "KL estimated on the evaluated responses (temperature-1 samples).",
                "main_responses_biased": "KL estimated on greedy or tempered responses: biased, read it as a trend."}
     parts.append(note(f"Decoding: {fmt(sampling)}. {kl_text.get(method, method)} "
+                      "Length-controlled win rate: the reward model's win rate predicted at equal response length "
+                      "(logistic fit on the length difference); a win rate far above it is bought with length. "
                       "Brackets: bootstrap 95% intervals over prompts."))
     return "".join(parts)
 
@@ -204,6 +208,57 @@ def render_arena(summary: dict[str, Any]) -> str:
                                    for n, v in sorted(bt.items(), key=lambda kv: -kv[1]["score"])]))
     if not pairs:
         parts.append(note("No votes yet: annotators vote in the labeler; the next `rlhf loop` run picks them up."))
+    return "".join(parts)
+
+
+def render_guard(rounds: list[tuple[int, Path]], plot_dir: Path) -> str:
+    """The on-policy stage's reward-hacking guard (rlhf.onpolicy): per iteration, the reward model's score next to
+    the held-out pass rate (or, without constraints, a pointer to the arena) and the length, chart and table."""
+    from rlhf.onpolicy import write_guard_plot
+
+    found = [(r, op) for r, folder in rounds
+             if (op := read_json(folder / "onpolicy" / "summary.json")) and op.get("per_iteration")]
+    if not found:
+        return ""
+    r, op = found[-1]
+    records = op["per_iteration"]
+    sampled = {m["policy_after_iterations"]: m for m in records + ([op["final"]] if op.get("final") else [])}
+    heldout = {h["policy_after_iterations"]: h for h in ([op["heldout_sft"]] if op.get("heldout_sft") else [])
+               + [m["heldout"] for m in records if m.get("heldout")]}
+    settings = (op.get("heldout_sft") or {}).get("settings") or {}
+    heldout_text = (f"; held-out: greedy answers to {fmt(settings.get('prompts'))} held-out prompts, scored by the same "
+                    "reward model" if heldout else "")
+    parts = ["<h2>Reward-hacking guard (on-policy iterations)</h2>\n",
+             f"<p>Round {r}: the policy after each iteration of <code>rlhf onpolicy</code> (0 = the SFT model). "
+             f"Training samples: each iteration's own samples (temperature sampling, train prompts){heldout_text}.</p>\n"]
+    path = write_guard_plot(plot_dir / "onpolicy_guard.png", op)
+    parts.append(embed_png(path, "reward model score, held-out pass rate and response length per on-policy iteration"))
+    constrained = bool(heldout) and all("pass_rate_prompt" in h for h in heldout.values())
+    header = ["DPO iterations", "reward (training samples)", "reward (held-out)", "pass rate (held-out)",
+              "win rate vs SFT (held-out)", "length-controlled win rate vs SFT", "length (training samples)",
+              "length (held-out)", "KL to SFT (training samples)"]
+    rows = []
+    for x in sorted(set(sampled) | set(heldout)):
+        m, h = sampled.get(x, {}), heldout.get(x, {})
+        rows.append([fmt(x), fmt(m.get("mean_reward"), "signed"),
+                     fmt_ci(h.get("mean_reward"), h.get("mean_reward_ci"), "signed"),
+                     fmt_ci(h.get("pass_rate_prompt"), h.get("pass_rate_prompt_ci"), "pct"),
+                     fmt_ci(h.get("win_rate"), h.get("win_rate_ci"), "pct"),
+                     fmt_ci(h.get("win_rate_lc"), h.get("win_rate_lc_ci"), "pct"), fmt(m.get("mean_length")),
+                     fmt(h.get("mean_length")), fmt(m.get("kl_to_reference"))])
+    parts.append(render_table(header, rows))
+    if not heldout:
+        parts.append(note("The held-out guard was off (onpolicy's eval_prompts_file unset): training-sample figures only, "
+                          "which cannot show the policy gaming the reward model."))
+    elif constrained:
+        parts.append(note("A reward score that rises while the held-out pass rate falls, or a win rate far above its "
+                          "length-controlled value, is the policy gaming the reward model. Bands and brackets: "
+                          "bootstrap 95% intervals over prompts."))
+    else:
+        parts.append(note("These held-out prompts carry no constraints, so there is no verifiable pass rate: the quality "
+                          "reference is the arena's human win rate (Arena section). The reward score and win rates here "
+                          "are the reward model's own judgement; a win rate far above its length-controlled value is "
+                          "bought with length. Bands and brackets: bootstrap 95% intervals over prompts."))
     return "".join(parts)
 
 
@@ -382,6 +437,7 @@ def build_report(run_dir: str | os.PathLike) -> Path:
         sections = [
             render_headline(summary, evals[-1] if evals else None, reward_accuracy),
             render_arena(summary),
+            render_guard(rounds, plot_dir),
             render_pass_rates(evals, plot_dir) if evals else "",
             render_curves(rounds, plot_dir),
             render_responses(dict(rounds)[evals[-1][0]] / "eval", plot_dir) if evals else "",

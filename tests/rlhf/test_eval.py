@@ -8,8 +8,8 @@ import torch
 
 from rlhf.cli import main as cli
 from rlhf.constraints import count_words
-from rlhf.eval import (EvalArguments, constraint_pass_rates, evaluate_policies, kl_estimate, kl_method, policy_names,
-                       token_logprobs, win_rate)
+from rlhf.eval import (EvalArguments, constraint_pass_rates, evaluate_policies, kl_estimate, kl_method,
+                       length_controlled_figures, length_controlled_win_rate, policy_names, token_logprobs, win_rate)
 
 
 def test_win_rate_counts_ties_half():
@@ -18,6 +18,39 @@ def test_win_rate_counts_ties_half():
     assert win_rate([1.0, 1.0], [1.0, 1.0]) == pytest.approx(0.5)
     with pytest.raises(ValueError):
         win_rate([1.0], [1.0, 2.0])
+
+
+def test_length_controlled_win_rate_hand_computed():
+    # 8 prompts where the policy answers 10 tokens longer: 6 wins (3/4); 4 where it is 10 shorter: 1 win (1/4).
+    # Raw win rate 7/12. x = tanh(d / std(d)) takes two values +t and -t (d is not centred), so the fit without
+    # the ridge is saturated: sigmoid(a + bt) = 3/4 and sigmoid(a - bt) = 1/4, hence a = (ln 3 - ln 3) / 2 = 0
+    # and the win rate at equal length is sigmoid(0) = 1/2: the whole advantage was length.
+    points = [1.0] * 6 + [0.0] * 2 + [1.0] + [0.0] * 3
+    diffs = [10] * 8 + [-10] * 4
+    assert sum(points) / len(points) == pytest.approx(7 / 12)
+    assert length_controlled_win_rate(points, diffs, l2=0.0) == pytest.approx(0.5, abs=1e-9)
+    # the default ridge shrinks the length effect, so part of the advantage stays with the policy
+    assert 0.5 < length_controlled_win_rate(points, diffs) < 7 / 12
+    # nothing for length to explain: equal lengths, or one gap on every prompt -> the raw win rate (1 + 0 + .5 + 1) / 4
+    assert length_controlled_win_rate([1.0, 0.0, 0.5, 1.0], [0, 0, 0, 0]) == pytest.approx(0.625)
+    assert length_controlled_win_rate([1.0, 0.0, 0.5, 1.0], [3, 3, 3, 3]) == pytest.approx(0.625)
+    assert length_controlled_win_rate([0.5, 0.5, 0.5], [0, 4, -2]) == 0.5 and length_controlled_win_rate([1.0], [7]) == 1.0
+    # length separates the outcomes: 4 longer answers all win, 2 shorter all lose. Without a ridge b -> infinity and
+    # a solves 4 (1 - sigmoid(a + bt)) = 2 sigmoid(a - bt), i.e. 4 e^-a = 2 e^a: a = ln(2) / 2, sigmoid(a) = 2 - sqrt 2
+    separated, gaps = [1.0] * 4 + [0.0] * 2, [5] * 4 + [-5] * 2
+    assert length_controlled_win_rate(separated, gaps, l2=1e-6) == pytest.approx(2 - math.sqrt(2), abs=1e-3)
+    assert 2 - math.sqrt(2) < length_controlled_win_rate(separated, gaps) < 4 / 6  # the ridge keeps it finite
+    with pytest.raises(ValueError):
+        length_controlled_win_rate([1.0], [1, 2])
+
+
+def test_length_controlled_interval_brackets_the_figure():
+    points = [1.0] * 6 + [0.0] * 2 + [1.0] + [0.0] * 3
+    diffs = [10, 12, 8, 10, 9, 11, 10, 10, -10, -9, -11, -10]
+    figures = length_controlled_figures(points, diffs)
+    low, high = figures["win_rate_lc_ci"]
+    assert low < figures["win_rate_lc"] < high and 0.0 <= low and high <= 1.0
+    assert figures == length_controlled_figures(points, diffs)  # seeded: the same interval every time
 
 
 def test_kl_estimate_is_mean_of_summed_logratios():
@@ -112,7 +145,7 @@ def eval_inputs(tiny_model, tmp_path_factory):
     return {"reward": str(root / "reward"), "other": other, "adapter": str(root / "adapter"), "prompts": str(prompts)}
 
 
-def test_eval_compares_policies(tiny_model, eval_inputs, tmp_path):
+def test_eval_compares_policies(tiny_model, eval_inputs, tmp_path, capsys):
     out = tmp_path / "eval"
     code = cli(["eval", "--policies", tiny_model, eval_inputs["other"], eval_inputs["adapter"],
                 "--policy_names", "base", "other", "lora", "--reward_model_path", eval_inputs["reward"],
@@ -141,6 +174,12 @@ def test_eval_compares_policies(tiny_model, eval_inputs, tmp_path):
     assert figs["lora"]["win_rate"] == pytest.approx(expected_win)
     assert figs["lora"]["kl_to_reference"] == pytest.approx(
         sum(r["logp_policy"] - r["logp_reference"] for r in lora) / 3)
+    points = [1.0 if a["reward"] > b["reward"] else 0.5 if a["reward"] == b["reward"] else 0.0 for a, b in zip(lora, base)]
+    assert figs["lora"]["win_rate_lc"] == pytest.approx(
+        length_controlled_win_rate(points, [a["tokens"] - b["tokens"] for a, b in zip(lora, base)]))
+    assert figs["base"]["win_rate_lc"] == 0.5 and figs["base"]["win_rate_lc_ci"] == [0.5, 0.5]
+    low, high = figs["lora"]["win_rate_lc_ci"]
+    assert low <= figs["lora"]["win_rate_lc"] <= high
     assert lora[1]["meta"]["constraints"] == [{"type": "max_words", "params": {"n": 3}}]  # prompt fields pass through
     assert summary["kl_method"] == "main_responses"
 
@@ -157,6 +196,10 @@ def test_eval_compares_policies(tiny_model, eval_inputs, tmp_path):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 3
+    lora_metrics = next(m for m in metrics if m["policy"] == "lora")
+    assert (lora_metrics["win_rate_lc"], lora_metrics["win_rate_lc_ci_low"]) == (figs["lora"]["win_rate_lc"], low)
+    line = next(x for x in capsys.readouterr().out.splitlines() if " lora: reward" in x)
+    assert f"lc-win {figs['lora']['win_rate_lc']:.2f} [{low:.2f}, {high:.2f}]" in line
     assert {m["policy"]: m["pass_rate_by_type/max_words"] for m in metrics} == {
         n: figs[n]["pass_rate_by_type"]["max_words"] for n in figs}
 

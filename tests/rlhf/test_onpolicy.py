@@ -168,6 +168,77 @@ def test_onpolicy_iterates_logs_each_iteration_and_resumes(tiny_model, reward_fo
     assert trained.generate(torch.tensor([[1, 2]]), max_new_tokens=2, do_sample=False).shape[1] == 4
 
 
+def write_heldout_prompts(path: Path) -> Path:
+    """Held-out rows with constraints for the guard, and one train row that the guard must leave out."""
+    words = {"type": "max_words", "params": {"n": 4}}
+    rows = [{"prompt": "Name a fruit.", "constraints": [words], "split": "heldout"},
+            {"prompt": "Describe the sea.", "constraints": [words, {"type": "lowercase", "params": {}}]},
+            {"prompt": "A train prompt the guard must skip.", "split": "train"},
+            {"prompt": "Say hi.", "split": "heldout"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_the_guard_measures_each_iterations_policy_on_heldout_prompts(tiny_model, reward_folder, tmp_path, capsys):
+    from rlhf.eval import length_controlled_win_rate, sample_responses
+    from rlhf.models import load_causal_lm, load_tokenizer
+
+    out = tmp_path / "op"
+    guard = ["--iterations", "2", "--measure_final", "false", "--eval_max_new_tokens", "6",
+             "--eval_prompts_file", str(write_heldout_prompts(tmp_path / "heldout.jsonl"))]
+    assert run_onpolicy(tiny_model, reward_folder, tmp_path, *guard) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    sft = summary["heldout_sft"]
+    assert sft["policy"] == tiny_model and sft["policy_after_iterations"] == 0
+    assert sft["settings"] == {"prompts_file": str(tmp_path / "heldout.jsonl"), "prompts": 3, "decoding": "greedy",
+                               "max_new_tokens": 6}
+    assert sft["win_rate"] == sft["win_rate_lc"] == 0.5  # the SFT model against its own answers
+    sft_recs = json.loads((out / "heldout-sft.json").read_text())["records"]
+    assert [r["prompt"] for r in sft_recs] == ["Name a fruit.", "Describe the sea.", "Say hi."]  # no train row
+
+    for i, record in enumerate(summary["per_iteration"], start=1):
+        heldout = record["heldout"]
+        assert heldout["policy"] == str(out / f"iteration-{i}") and heldout["policy_after_iterations"] == i
+        assert json.loads((out / f"iteration-{i}" / "summary.json").read_text())["heldout"] == heldout
+        # the figures are the greedy answers' figures, scored by the reward model, against the SFT model's answers
+        recs = [json.loads(x) for x in (out / f"iteration-{i}" / "heldout.jsonl").read_text().splitlines()]
+        assert [r["prompt"] for r in recs] == [r["prompt"] for r in sft_recs] and all(r["tokens"] <= 6 for r in recs)
+        assert heldout["mean_reward"] == pytest.approx(sum(r["reward"] for r in recs) / 3)
+        assert heldout["mean_length"] == pytest.approx(sum(r["tokens"] for r in recs) / 3)
+        met = [all(r["constraints_met"]) for r in recs[:2]]
+        assert "constraints_met" not in recs[2] and len(recs[1]["constraints_met"]) == 2
+        assert heldout["pass_rate_prompt"] == pytest.approx(sum(met) / 2) and heldout["constrained_prompts"] == 2
+        low, high = heldout["pass_rate_prompt_ci"]
+        assert low <= heldout["pass_rate_prompt"] <= high
+        points = [1.0 if r["reward"] > s["reward"] else 0.5 if r["reward"] == s["reward"] else 0.0
+                  for r, s in zip(recs, sft_recs)]
+        assert heldout["win_rate"] == pytest.approx(sum(points) / 3)
+        assert heldout["win_rate_lc"] == pytest.approx(
+            length_controlled_win_rate(points, [r["tokens"] - s["tokens"] for r, s in zip(recs, sft_recs)]))
+
+    # the answers are iteration 2's adapter's own greedy answers (batched as the stage batches them) ...
+    last = [json.loads(x) for x in (out / "iteration-2" / "heldout.jsonl").read_text().splitlines()]
+    greedy = sample_responses(load_causal_lm(str(out / "iteration-2")).eval(), load_tokenizer(tiny_model),
+                              [r["prompt"] for r in last], 6, 0.0, 1.0, 9, seed=0)
+    assert [g["text"] for g in greedy] == [r["response"] for r in last]
+    # and not the SFT model's: the trained adapter answers differently (the tiny SFT model stops at once)
+    assert [r["response"] for r in last] != [r["response"] for r in sft_recs]
+
+    # the figures also go to metrics.jsonl (x: DPO iterations behind the policy), one line each, and the chart
+    events = [m for m in read_metrics(out) if m.get("event") == "heldout"]
+    assert [m["policy_after_iterations"] for m in events] == [0, 1, 2]
+    assert events[2]["pass_rate_prompt"] == summary["per_iteration"][1]["heldout"]["pass_rate_prompt"]
+    assert "pass_rate_prompt_ci_low" in events[2]
+    printed = capsys.readouterr().out
+    assert "held-out, policy after 2 iteration(s): reward" in printed and "lc-win vs sft" in printed
+    assert summary["guard_plot"] == str(out / "guard.png") and (out / "guard.png").stat().st_size > 1000
+
+    # a re-run finds every policy measured: nothing is answered or logged again
+    assert run_onpolicy(tiny_model, reward_folder, tmp_path, *guard) == 0
+    assert json.loads((out / "summary.json").read_text())["per_iteration"] == summary["per_iteration"]
+    assert len([m for m in read_metrics(out) if m.get("event") == "heldout"]) == 3
+
+
 def test_onpolicy_refuses_a_weak_reward_model(tiny_model, tmp_path, capsys):
     weak = write_reward_folder(tiny_model, tmp_path / "weak", accuracy=0.55)
     capsys.readouterr()  # building the folder printed progress bars; the stage's stderr is what counts
@@ -188,6 +259,17 @@ def test_onpolicy_checks_its_options_before_any_work(tiny_model, reward_folder, 
     assert "temperature must be above 0" in capsys.readouterr().err
     assert run_onpolicy(tiny_model, reward_folder, tmp_path, "--prompt_split", "test") == 2
     assert "no prompt rows of split 'test'" in capsys.readouterr().err
+    assert run_onpolicy(tiny_model, reward_folder, tmp_path, "--eval_max_prompts", "-1") == 2
+    assert "eval_max_prompts must be 0 (all) or more" in capsys.readouterr().err
+    # the guard's prompts are checked before any work: only train rows left, or a malformed constraint
+    train_only = tmp_path / "train_only.jsonl"
+    train_only.write_text(json.dumps({"prompt": "p", "split": "train"}) + "\n")
+    assert run_onpolicy(tiny_model, reward_folder, tmp_path, "--eval_prompts_file", str(train_only)) == 2
+    assert f"{train_only}: no held-out prompt rows" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "p", "constraints": [{"type": "max_words", "params": {}}]}) + "\n")
+    assert run_onpolicy(tiny_model, reward_folder, tmp_path, "--eval_prompts_file", str(bad)) == 2
+    assert f"{bad} prompt 1" in capsys.readouterr().err
     assert not (tmp_path / "op").exists()
 
 

@@ -73,13 +73,32 @@ def eval_summary(final_pass: float) -> dict:
         "sft": {"mean_reward": 0.05, "win_rate": 0.625, "kl_to_reference": 0.0213, "mean_length": 22.0,
                 "pass_rate_prompt": 0.375, "pass_rate_instruction": 0.55, "kl_method": "separate_sample",
                 "pass_rate_by_type": {"lowercase": 0.75, "no_commas": 0.5}},
-        "final": {"mean_reward": 0.1234, "win_rate": 0.75, "kl_to_reference": 0.0456, "mean_length": 12.5,
+        "final": {"mean_reward": 0.1234, "win_rate": 0.75, "win_rate_lc": 0.625, "win_rate_lc_ci": [0.5, 0.75],
+                  "kl_to_reference": 0.0456, "mean_length": 12.5,
                   "pass_rate_prompt": final_pass, "pass_rate_instruction": 0.6667, "kl_method": "separate_sample",
                   "pass_rate_by_type": {"lowercase": 1.0, "no_commas": 0.5}},
     }
     return {"reference": "base", "prompts": 8, "policies": figures, "kl_method": "separate_sample",
             "kl_sample": {"prompts": 4, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 32, "seed": 42},
             "sampling": {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 64, "seed": 42}}
+
+
+def onpolicy_summary(constraints: bool = True) -> dict:
+    """An onpolicy summary.json with the held-out guard: reward up, pass rate down, length up (reward hacking)."""
+    def heldout(x, reward, passed, win, lc, length):
+        figures = {"policy_after_iterations": x, "mean_reward": reward, "mean_reward_ci": [reward - 0.1, reward + 0.1],
+                   "win_rate": win, "win_rate_ci": [win - 0.1, win + 0.1], "win_rate_lc": lc,
+                   "win_rate_lc_ci": [lc - 0.1, lc + 0.1], "mean_length": length, "settings": {"prompts": 8}}
+        if constraints:
+            figures.update(pass_rate_prompt=passed, pass_rate_prompt_ci=[passed - 0.125, passed + 0.125])
+        return figures
+
+    records = [{"iteration": i, "policy_after_iterations": i - 1, "mean_reward": 0.1 * i, "mean_length": 20.0 + 5 * i,
+                "kl_to_reference": 0.0 if i == 1 else 0.5 * i, "kept_pairs": 4, "trained": True,
+                "heldout": heldout(i, 0.2 * i, 0.5 - 0.125 * i, 0.5 + 0.1 * i, 0.5, 25.0 + 10 * i)} for i in (1, 2)]
+    return {"per_iteration": records, "final": {"policy_after_iterations": 2, "mean_reward": 0.35, "mean_length": 31.0,
+                                                "kl_to_reference": 1.5},
+            "heldout_sft": heldout(0, 0.0, 0.5, 0.5, 0.5, 25.0)}
 
 
 @pytest.fixture
@@ -114,6 +133,7 @@ def run_dir(tmp_path):
     write_metrics(run / "round-2" / "rl" / "metrics.jsonl", [{"step": s, "loss": 0.001, "reward": 0.1 * s, "kl": 0.01 * s}
                                                              for s in range(1, 3)])
     write(run / "round-2" / "rl" / "summary.json", {"steps": 2, "train_runtime_s": 33.3})
+    write(run / "round-2" / "onpolicy" / "summary.json", onpolicy_summary())
     write(run / "round-1" / "labels" / "export.json", {
         "id": 3, "project": "quickstart-r1", "content_hash": "f00dfeed" * 8, "format": "trl-conversational",
         "counts": {"tasks": 24, "annotations": 48, "pairs": {"train": 60, "test": 7}},
@@ -138,9 +158,9 @@ def test_report_has_the_table_values_and_embedded_plots(run_dir):
     assert ["on edited pairs (10)", "90.0%"] in rows and ["on ranked pairs (10)", "70.0%"] in rows
     header = next(t[0] for t in parsed.tables if t[0][0] == "policy" and "pass rate (prompt)" in t[0])
     assert header == ["policy", "pass rate (prompt)", "pass rate (instruction)", "mean reward", "win rate vs base",
-                      "KL to base", "mean length (tokens)"]
-    assert ["final", "50.0%", "66.7%", "+0.123", "75.0%", "0.046", "12.500"] in rows
-    assert ["base", "25.0%", "40.0%", "-0.250", "50.0%", "0.000", "30.000"] in rows
+                      "length-controlled win rate vs base", "KL to base", "mean length (tokens)"]
+    assert ["final", "50.0%", "66.7%", "+0.123", "75.0%", "62.5% [50.0%, 75.0%]", "0.046", "12.500"] in rows
+    assert ["base", "25.0%", "40.0%", "-0.250", "50.0%", "–", "0.000", "30.000"] in rows  # older summaries: a dash
     assert ["lowercase", "50.0%", "75.0%", "100.0%"] in rows  # per type, per policy
     assert "separate temperature-1 sample" in page
 
@@ -162,12 +182,58 @@ def test_report_has_the_table_values_and_embedded_plots(run_dir):
     # examples are escaped text, never markup
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
-    # plots: pass rate per policy, per type, per round, losses, reward curves, lengths; all real PNGs inline
-    assert len(parsed.images) == 6
+    # the reward-hacking guard of round 2's onpolicy stage: one chart and its table, per iteration (0 = SFT)
+    guard = next(t for t in parsed.tables if t[0][0] == "DPO iterations")
+    assert guard[0][1:5] == ["reward (training samples)", "reward (held-out)", "pass rate (held-out)",
+                             "win rate vs SFT (held-out)"]
+    assert guard[1][:5] == ["0", "+0.100", "+0.000 [-0.100, +0.100]", "50.0% [37.5%, 62.5%]", "50.0% [40.0%, 60.0%]"]
+    assert guard[3][:4] == ["2", "+0.350", "+0.400 [+0.300, +0.500]", "25.0% [12.5%, 37.5%]"]  # reward up, pass down
+    assert guard[3][5:] == ["50.0% [40.0%, 60.0%]", "31.000", "45.000", "1.500"]  # LC win rate flat, longer answers
+    assert [img["alt"] for img in parsed.images].count(
+        "reward model score, held-out pass rate and response length per on-policy iteration") == 1
+    assert "while the held-out pass rate falls" in page and "quality reference is the arena" not in page
+
+    # plots: pass rate per policy, per type, per round, losses, reward curves, lengths, the guard; real PNGs inline
+    assert len(parsed.images) == 7
     for img in parsed.images:
         assert img["src"].startswith("data:image/png;base64,") and img["alt"]
         assert base64.b64decode(img["src"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(run_dir.glob("*.png")) and not list(run_dir.glob("*.tmp"))  # one self-contained file
+
+
+def test_guard_without_constraints_points_to_the_arena(tmp_path):
+    run = tmp_path / "run"
+    write(run / "round-1" / "onpolicy" / "summary.json", onpolicy_summary(constraints=False))
+    parsed = parse(build_report(run).read_text())
+    guard = next(t for t in parsed.tables if t[0][0] == "DPO iterations")
+    assert [row[3] for row in guard[1:]] == ["–", "–", "–"]  # no pass rate without constraints
+    assert [row[1] for row in guard[1:]] == ["+0.100", "+0.200", "+0.350"]
+    assert "quality reference is the arena" in build_report(run).read_text()
+    assert len(parsed.images) == 1  # the guard chart: reward, win rates, length
+
+    # the guard off: the training samples' figures only, and the report says it was off
+    summary = onpolicy_summary()
+    del summary["heldout_sft"]
+    for record in summary["per_iteration"]:
+        del record["heldout"]
+    write(run / "round-1" / "onpolicy" / "summary.json", summary)
+    page = build_report(run).read_text()
+    guard = next(t for t in parse(page).tables if t[0][0] == "DPO iterations")
+    assert [row[2] for row in guard[1:]] == ["–", "–", "–"] and "held-out guard was off" in page
+
+
+def test_guard_panels_hold_every_figure():
+    from rlhf.onpolicy import guard_panels
+
+    panels = guard_panels(onpolicy_summary())
+    assert list(panels) == ["reward model score", "held-out pass rate (all constraints met)",
+                            "held-out win rate vs the SFT model", "mean length (tokens)"]
+    xs, ys, lows, highs = panels["held-out pass rate (all constraints met)"]["held-out (greedy)"]
+    assert (xs, ys, lows, highs) == ([0, 1, 2], [0.5, 0.375, 0.25], [0.375, 0.25, 0.125], [0.625, 0.5, 0.375])
+    assert panels["reward model score"]["training samples"] == ([0, 1, 2], [0.1, 0.2, 0.35])
+    assert panels["mean length (tokens)"]["held-out (greedy)"] == ([0, 1, 2], [25.0, 35.0, 45.0])
+    assert panels["held-out win rate vs the SFT model"]["length-controlled"][1] == [0.5, 0.5, 0.5]
+    assert "held-out pass rate (all constraints met)" not in guard_panels(onpolicy_summary(constraints=False))
 
 
 def test_report_skips_missing_parts(tmp_path):
