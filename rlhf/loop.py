@@ -291,6 +291,7 @@ def run_round(args: LoopArguments, out: Path, round_no: int, policy: str, base: 
             write_jsonl(onpolicy_prompts, train)
         final = run_stage("onpolicy", args.onpolicy_config, {
             "model_name_or_path": str(sft), "reward_model_path": str(reward), "prompts_file": str(onpolicy_prompts),
+            "eval_prompts_file": str(heldout_file),  # the reward-hacking guard: each iteration on held-out prompts
             "output_dir": str(rdir / "onpolicy"), "seed": args.seed + round_no})
 
     # 9. eval on the held-out prompts, 10. the blind arena, 11. export

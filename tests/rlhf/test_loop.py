@@ -98,3 +98,4 @@ def test_onpolicy_dpo_is_a_loop_algorithm(tiny_model, tmp_path, monkeypatch):
     assert evaluation["policies"]["final"]["path"] == str(round1 / "onpolicy")
     summary = json.loads((out / "summary.json").read_text())
     assert "arena" not in summary
+    assert "Reward-hacking guard" in (out / "report.html").read_text()  # each iteration on the held-out prompts
