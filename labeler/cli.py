@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from labeler.app import DEFAULT_DATABASE_URL
 from labeler.errors import LabelerError
@@ -39,7 +39,9 @@ class Group(click.Group):
             return super().invoke(ctx)
         except LabelerError as err:
             raise UserError(str(err)) from None
-        except OperationalError as err:  # most often a database that `init-db` never created
+        # most often a database that `init-db` never created: SQLite says OperationalError ("no such
+        # table"), PostgreSQL ProgrammingError (UndefinedTable)
+        except (OperationalError, ProgrammingError) as err:
             reason = str(err.orig) if err.orig is not None else str(err)
             raise UserError(f"database error ({reason}); is the database initialised? run `labeler init-db --db URL`") from None
 
