@@ -1,6 +1,6 @@
 """Blueprint 'auth': log in and out with a username and password (hashed; see labeler.accounts).
 
-Failed attempts are rate limited per IP and username (LOGIN_RATE_LIMIT per minute, then 429), the
+Failed attempts are rate limited per account (LOGIN_RATE_LIMIT per minute, then 429; labeler.ratelimit), the
 session is cleared on login (no session fixation), and deactivated users cannot log in.
 """
 
@@ -14,7 +14,7 @@ from sqlalchemy import select
 from labeler import accounts
 from labeler.app import get_db
 from labeler.models import User
-from labeler.security import current_user, login_limiter
+from labeler.security import current_user
 
 bp = Blueprint("auth", __name__)
 
@@ -35,21 +35,13 @@ def login():
 
     username = request.form.get("username", "").strip()
     password = request.form.get("password", "")
-    ip = request.remote_addr or "?"
-    limiter = login_limiter()
-    if limiter.blocked(ip, username):
-        error = "Too many failed attempts for this account from your address. Wait a minute and try again."
-        return render_template("login.html", error=error, username=username, next=request.form.get("next", "")), 429
-
     with get_db().read() as s:
         user = s.scalar(select(User).where(User.username == username))
     # One message for every failure: it must not tell an attacker which usernames exist.
     if user is None or not user.active or not accounts.check_password(user, password):
-        limiter.record_failure(ip, username)
         error = "Wrong username or password, or the account is deactivated."
         return render_template("login.html", error=error, username=username, next=request.form.get("next", "")), 401
 
-    limiter.reset(ip, username)
     session.clear()
     session["user_id"] = user.id
     return redirect(safe_next(request.form.get("next")))

@@ -113,15 +113,16 @@ def serve_labeler(tmp_path_factory):
     """
     procs = []
 
-    def start(db_url: str, secret_key: str = "test-secret-key-" + "x" * 16, log_path: Path | None = None) -> str:
+    def start(db_url: str, secret_key: str = "test-secret-key-" + "x" * 16, log_path: Path | None = None,
+              args: tuple = (), env: dict | None = None) -> str:
         port = free_port()
         folder = tmp_path_factory.mktemp("labeler-serve")
         log_path = log_path or folder / "server.log"
-        env = {**os.environ, "LABELER_SECRET_KEY": secret_key, "LABELER_EXPORT_DIR": str(folder / "exports")}
+        env = {**os.environ, "LABELER_SECRET_KEY": secret_key, "LABELER_EXPORT_DIR": str(folder / "exports"), **(env or {})}
         env.pop("LABELER_DEBUG", None)
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "labeler.cli", "serve", "--db", db_url, "--host", "127.0.0.1", "--port", str(port)],
+                [sys.executable, "-m", "labeler.cli", "serve", "--db", db_url, "--host", "127.0.0.1", "--port", str(port), *args],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT,
             )
         procs.append(proc)
