@@ -133,3 +133,36 @@ def test_live_server_serves_the_api(live_server, make_user, make_token, make_pro
     response = requests.get(f"{live_server}/api/v1/projects/demo/next", headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert response.status_code == 200 and response.json()["task"]["prompt"] == "prompt 0"
     assert requests.get(f"{live_server}/api/v1/projects", timeout=10).status_code == 401
+
+
+def test_migration_0002_counts_existing_tasks_load(fresh_url):
+    """A database labelled under 0001 gets task.taken = annotations + active leases when upgraded."""
+    from alembic import command
+
+    from labeler.db import alembic_config, upgrade_database
+
+    command.upgrade(alembic_config(fresh_url), "0001")
+    now = "2026-01-01 00:00:00"
+    engine = make_engine(fresh_url)
+    try:
+        with engine.begin() as conn:
+            sql = conn.exec_driver_sql
+            sql(f"INSERT INTO project (id, name, k, overlap, criteria, guidelines, lease_seconds, allow_edit, ask_rationale, created_at) "
+                f"VALUES (1, 'p', 2, 3, '[]', '', 60, true, true, '{now}')")
+            for uid in (1, 2, 3):
+                sql(f"INSERT INTO \"user\" (id, username, password_hash, role, active, simulated, created_at) "
+                    f"VALUES ({uid}, 'u{uid}', 'x', 'annotator', true, false, '{now}')")
+            sql("INSERT INTO prompt (id, project_id, prompt, prompt_hash, meta) VALUES (1, 1, '\"q\"', 'h', '{}')")
+            for tid in (1, 2):
+                sql(f"INSERT INTO task (id, project_id, prompt_id, content_hash, meta, is_gold, source, created_at) "
+                    f"VALUES ({tid}, 1, 1, 'c{tid}', '{{}}', false, 't', '{now}')")
+            for aid, (tid, uid, status) in enumerate([(1, 1, "done"), (1, 2, "active"), (1, 3, "expired"), (2, 1, "active")], 1):
+                sql(f"INSERT INTO assignment (id, task_id, user_id, status, display_order, leased_at, expires_at) "
+                    f"VALUES ({aid}, {tid}, {uid}, '{status}', '[]', '{now}', '{now}')")
+            sql(f"INSERT INTO annotation (id, task_id, user_id, ranking, all_bad, scores, rationale, display_order, seconds_spent, "
+                f"created_at, updated_at) VALUES (1, 1, 1, '{{}}', false, '{{}}', '', '[]', 1.0, '{now}', '{now}')")
+    finally:
+        engine.dispose()
+    upgrade_database(fresh_url)
+    with Database(fresh_url).read() as session:
+        assert dict(session.execute(select(Task.id, Task.taken)).all()) == {1: 2, 2: 1}

@@ -1,0 +1,38 @@
+"""Task queue: task.taken (annotations + active leases, kept up to date by labeler.assignment) with the
+index ix_task_queue (project_id, taken, id), and ix_assignment_expiry (status, expires_at), so that
+choosing the next task reads an index instead of counting every task's load. Existing tasks are
+counted once here.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-30 22:05:00
+"""
+
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0002'
+down_revision = '0001'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('task', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('taken', sa.Integer(), server_default='0', nullable=False))
+        batch_op.create_index('ix_task_queue', ['project_id', 'taken', 'id'], unique=False)
+    with op.batch_alter_table('assignment', schema=None) as batch_op:
+        batch_op.create_index('ix_assignment_expiry', ['status', 'expires_at'], unique=False)
+    op.execute(
+        "UPDATE task SET taken = (SELECT count(*) FROM annotation WHERE annotation.task_id = task.id)"
+        " + (SELECT count(*) FROM assignment WHERE assignment.task_id = task.id AND assignment.status = 'active')"
+    )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('assignment', schema=None) as batch_op:
+        batch_op.drop_index('ix_assignment_expiry')
+    with op.batch_alter_table('task', schema=None) as batch_op:
+        batch_op.drop_index('ix_task_queue')
+        batch_op.drop_column('taken')
