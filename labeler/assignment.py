@@ -58,9 +58,22 @@ def lock_project(session: Session, project_id: int) -> None:
     session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
 
 
-def change_taken(session: Session, task_id: int, delta: int) -> None:
-    """Task.taken += delta, in SQL (the row is locked by the write transaction; no lost update)."""
-    session.execute(update(Task).where(Task.id == task_id).values(taken=Task.taken + delta).execution_options(synchronize_session=False))
+def change_taken(session: Session, project: Project, task_id: int, delta: int) -> None:
+    """Task.taken += delta, in SQL (the write transaction holds the row; no lost update), and
+    Project.open_tasks -/+ 1 when the task fills up or opens again."""
+    after = session.execute(update(Task).where(Task.id == task_id).values(taken=Task.taken + delta).returning(Task.taken)
+                            .execution_options(synchronize_session=False)).scalar_one()
+    closed = int(after - delta < project.overlap) - int(after < project.overlap)  # +1: filled up; -1: open again
+    if closed:
+        session.execute(update(Project).where(Project.id == project.id).values(open_tasks=Project.open_tasks - closed)
+                        .execution_options(synchronize_session=False))
+
+
+def recount_open_tasks(session: Session, project: Project) -> int:
+    """Count Project.open_tasks afresh (after a change of overlap, or rows inserted around the ORM)."""
+    count = session.scalar(select(func.count(Task.id)).where(Task.project_id == project.id, Task.taken < project.overlap))
+    session.execute(update(Project).where(Project.id == project.id).values(open_tasks=count).execution_options(synchronize_session=False))
+    return int(count)
 
 
 def reclaim_expired(session: Session, project: Project, now: dt.datetime) -> int:
@@ -74,7 +87,7 @@ def reclaim_expired(session: Session, project: Project, now: dt.datetime) -> int
     session.execute(update(Assignment).where(Assignment.id.in_([row.id for row in expired])).values(status="expired")
                     .execution_options(synchronize_session=False))
     for task_id, count in Counter(row.task_id for row in expired).items():
-        change_taken(session, task_id, -count)
+        change_taken(session, project, task_id, -count)
     session.expire_all()  # objects loaded before this point may hold the old status/taken
     return len(expired)
 
@@ -123,7 +136,7 @@ def next_task(session: Session, project: Project, user: User, now: dt.datetime |
         session.add(assignment)
     assignment.status, assignment.leased_at, assignment.expires_at = "active", now, expires_at
     if new_slot:
-        change_taken(session, task.id, +1)
+        change_taken(session, project, task.id, +1)
     session.flush()
     return task, assignment
 
@@ -211,7 +224,7 @@ def submit_annotation(session: Session, task_id: int, user: User, payload: dict,
         annotation.updated_at = now
         if assignment is not None:
             if assignment.status == "active":  # a lease beside the annotation would count twice
-                change_taken(session, task.id, -1)
+                change_taken(session, project, task.id, -1)
             assignment.status = "done"
         session.flush()
         return annotation, False
@@ -228,7 +241,7 @@ def submit_annotation(session: Session, task_id: int, user: User, payload: dict,
                             created_at=now, updated_at=now, **values)
     session.add(annotation)
     if assignment.status != "active":  # an active lease's slot becomes the annotation's; otherwise a new slot
-        change_taken(session, task.id, +1)
+        change_taken(session, project, task.id, +1)
     assignment.status = "done"
     session.flush()
     return annotation, True
@@ -238,20 +251,23 @@ def progress(session: Session, project: Project, user: User) -> dict:
     """done: this annotator's annotations; remaining: tasks still open to them (open tasks they have not
     annotated, plus any they hold that are otherwise full); seconds: time recorded.
 
-    Counted from Task.taken's index and this annotator's own rows, never by counting every task's load.
+    Read from Project.open_tasks and this annotator's own rows, never by counting every task's load.
     """
     done, seconds = session.execute(
         select(func.count(Annotation.id), func.coalesce(func.sum(Annotation.seconds_spent), 0.0))
         .join(Task, Task.id == Annotation.task_id)
         .where(Task.project_id == project.id, Annotation.user_id == user.id)
     ).one()
-    is_open = Task.taken < project.overlap
-    open_tasks = session.scalar(select(func.count(Task.id)).where(Task.project_id == project.id, is_open))
-    open_done = session.scalar(select(func.count(Annotation.id)).join(Task, Task.id == Annotation.task_id)
-                               .where(Task.project_id == project.id, Annotation.user_id == user.id, is_open))
-    held_full = session.scalar(select(func.count(Assignment.id)).join(Task, Task.id == Assignment.task_id)
-                               .where(Task.project_id == project.id, Assignment.user_id == user.id,
-                                      Assignment.status == "active", Assignment.expires_at > utcnow(), ~is_open))
+    open_tasks = session.scalar(select(Project.open_tasks).where(Project.id == project.id))
+
+    def taken_of(row):  # per row of this annotator's own (indexed by user_id), never a scan of the tasks
+        return select(Task.taken).where(Task.id == row.task_id, Task.project_id == project.id).scalar_subquery()
+
+    open_done = session.scalar(select(func.count(Annotation.id))
+                               .where(Annotation.user_id == user.id, taken_of(Annotation) < project.overlap))
+    held_full = session.scalar(select(func.count(Assignment.id))
+                               .where(Assignment.user_id == user.id, Assignment.status == "active",
+                                      Assignment.expires_at > utcnow(), taken_of(Assignment) >= project.overlap))
     remaining = int(open_tasks or 0) - int(open_done or 0) + int(held_full or 0)
     return {"done": int(done), "remaining": remaining, "seconds": float(seconds)}
 

@@ -284,8 +284,8 @@ def stats(project_name, db_url):
 @click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Threads per worker: requests one worker serves at once while others wait on the database.")
 @click.option("--rate-limit-storage", metavar="URL", envvar="LABELER_RATE_LIMIT_STORAGE", default=None, show_envvar=True,
-              help="Where rate-limit counters live: memory:// (one process), sqlite:///path/limits.db (shared by the "
-                   "workers on this machine; the default with --workers above 1), redis://host:6379 (several machines).")
+              help="Where rate-limit counters live: sqlite:///path/limits.db (shared by the workers on this machine; "
+                   "default: one in a fresh temporary folder), memory:// (one process), redis://host:6379 (several machines).")
 @click.option("--debug", is_flag=True, help="Flask's development server in debug mode: tracebacks in the browser and a dev "
                                             "secret key. Never in production.")
 @db_option
@@ -302,8 +302,9 @@ def serve(host, port, workers, threads, rate_limit_storage, debug, db_url):
     from labeler.db import current_revision, head_revision
 
     if rate_limit_storage is None:
-        # several workers must share their counters, or each would allow the whole limit
-        rate_limit_storage = f"sqlite:///{tempfile.mkdtemp(prefix='labeler-limits-')}/limits.db" if workers > 1 and not debug else "memory://"
+        # workers must share their counters, or each would allow the whole limit; a SQLite file needs no
+        # server (and, unlike limits' memory:// storage, starts no expiry thread every 10 ms of traffic)
+        rate_limit_storage = "memory://" if debug else f"sqlite:///{tempfile.mkdtemp(prefix='labeler-limits-')}/limits.db"
     config = {"DATABASE_URL": db_url, "RATE_LIMIT_STORAGE": rate_limit_storage, **({"DEBUG": True} if debug else {})}
     app = create_app(config)  # the checks run here, in this process, before any worker starts
     try:

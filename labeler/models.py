@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, event, update
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from labeler.db import Base
@@ -55,6 +55,9 @@ class Project(Base):
     allow_edit: Mapped[bool] = mapped_column(Boolean, default=True)
     ask_rationale: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # tasks with taken < overlap, kept by labeler.assignment (and count_new_task below) so that an annotator's
+    # "remaining" needs no count over every task; after changing overlap call assignment.recount_open_tasks
+    open_tasks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Prompt(Base):
@@ -85,6 +88,12 @@ class Task(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     prompt: Mapped[Prompt] = relationship()
     responses: Mapped[list["Response"]] = relationship(order_by="Response.position", back_populates="task")
+
+
+@event.listens_for(Task, "after_insert")
+def count_new_task(_mapper, connection, task: Task) -> None:
+    """Every task is inserted with taken = 0 below an overlap of at least 1: one more open task."""
+    connection.execute(update(Project).where(Project.id == task.project_id).values(open_tasks=Project.open_tasks + 1))
 
 
 class Response(Base):

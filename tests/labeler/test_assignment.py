@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from labeler.assignment import next_task, previous_annotations, progress, submit_annotation
 from labeler.errors import LabelerError
-from labeler.models import Annotation, Assignment, Project, utcnow
+from labeler.models import Annotation, Assignment, Project, Task, utcnow
 
 
 def lease(db, user, project_name="demo", now=None):
@@ -174,16 +174,22 @@ def test_all_bad_without_ranking_ties_everything(db, make_user, make_project):
         assert session.get(Annotation, annotation_id).ranking == {str(r): 1 for r in order}
 
 
-def taken_mismatches(db) -> list[tuple[int, int, int]]:
-    """(task id, Task.taken, annotations + active leases) for every task where the kept count is wrong."""
-    from labeler.models import Task
+def taken_mismatches(db) -> list[tuple]:
+    """Kept counts that differ from a fresh count: ("task", id, Task.taken, annotations + active leases) and
+    ("project", id, Project.open_tasks, tasks below the overlap)."""
 
     with db.read() as session:
         annotations = dict(session.execute(select(Annotation.task_id, func.count()).group_by(Annotation.task_id)).all())
         leases = dict(session.execute(select(Assignment.task_id, func.count()).where(Assignment.status == "active")
                                       .group_by(Assignment.task_id)).all())
-        return [(t.id, t.taken, annotations.get(t.id, 0) + leases.get(t.id, 0)) for t in session.scalars(select(Task))
-                if t.taken != annotations.get(t.id, 0) + leases.get(t.id, 0)]
+        tasks = list(session.scalars(select(Task)))
+        wrong = [("task", t.id, t.taken, annotations.get(t.id, 0) + leases.get(t.id, 0)) for t in tasks
+                 if t.taken != annotations.get(t.id, 0) + leases.get(t.id, 0)]
+        for project in session.scalars(select(Project)):
+            counted = sum(1 for t in tasks if t.project_id == project.id and t.taken < project.overlap)
+            if project.open_tasks != counted:
+                wrong.append(("project", project.id, project.open_tasks, counted))
+        return wrong
 
 
 def test_taken_counts_annotations_and_active_leases_through_every_transition(db, make_user, make_project):
@@ -208,6 +214,11 @@ def test_taken_counts_annotations_and_active_leases_through_every_transition(db,
     lease(db, make_user("dan"), now=even_later)  # reclaims bob's and cat's leases
     submit(db, bob_task, bob, now=even_later)  # an expired, reclaimed lease submitted while capacity remains
     assert taken_mismatches(db) == []
+    with db.read() as session:
+        project = session.scalar(select(Project))
+        # the first task is full (ann + bob... or dan): "remaining" comes from the kept counts
+        assert progress(session, project, ann)["remaining"] == sum(
+            1 for t in session.scalars(select(Task)) if t.taken < project.overlap and t.id != first)
 
 
 def test_choosing_the_next_task_reads_the_queue_index_not_every_task(db, make_user, make_project):

@@ -136,7 +136,8 @@ def test_live_server_serves_the_api(live_server, make_user, make_token, make_pro
 
 
 def test_migration_0002_counts_existing_tasks_load(fresh_url):
-    """A database labelled under 0001 gets task.taken = annotations + active leases when upgraded."""
+    """A database labelled under 0001 gets task.taken = annotations + active leases, and project.open_tasks,
+    when upgraded."""
     from alembic import command
 
     from labeler.db import alembic_config, upgrade_database
@@ -166,3 +167,4 @@ def test_migration_0002_counts_existing_tasks_load(fresh_url):
     upgrade_database(fresh_url)
     with Database(fresh_url).read() as session:
         assert dict(session.execute(select(Task.id, Task.taken)).all()) == {1: 2, 2: 1}
+        assert session.scalar(select(Project.open_tasks)) == 2  # both below the overlap of 3

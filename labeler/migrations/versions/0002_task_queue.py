@@ -1,7 +1,7 @@
 """Task queue: task.taken (annotations + active leases, kept up to date by labeler.assignment) with the
-index ix_task_queue (project_id, taken, id), and ix_assignment_expiry (status, expires_at), so that
-choosing the next task reads an index instead of counting every task's load. Existing tasks are
-counted once here.
+index ix_task_queue (project_id, taken, id), ix_assignment_expiry (status, expires_at), and
+project.open_tasks (tasks below the overlap), so that choosing the next task and an annotator's progress
+read an index or one row instead of counting every task's load. Existing tasks are counted once here.
 
 Revision ID: 0002
 Revises: 0001
@@ -24,13 +24,19 @@ def upgrade() -> None:
         batch_op.create_index('ix_task_queue', ['project_id', 'taken', 'id'], unique=False)
     with op.batch_alter_table('assignment', schema=None) as batch_op:
         batch_op.create_index('ix_assignment_expiry', ['status', 'expires_at'], unique=False)
+    with op.batch_alter_table('project', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('open_tasks', sa.Integer(), server_default='0', nullable=False))
     op.execute(
         "UPDATE task SET taken = (SELECT count(*) FROM annotation WHERE annotation.task_id = task.id)"
         " + (SELECT count(*) FROM assignment WHERE assignment.task_id = task.id AND assignment.status = 'active')"
     )
+    op.execute("UPDATE project SET open_tasks = (SELECT count(*) FROM task WHERE task.project_id = project.id"
+               " AND task.taken < project.overlap)")
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('project', schema=None) as batch_op:
+        batch_op.drop_column('open_tasks')
     with op.batch_alter_table('assignment', schema=None) as batch_op:
         batch_op.drop_index('ix_assignment_expiry')
     with op.batch_alter_table('task', schema=None) as batch_op:
