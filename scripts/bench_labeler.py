@@ -15,7 +15,7 @@ Phases:
            the bench may create a database.
   latency  one client, next and submit, on a project of 1,000 tasks and one of 100,000 (median ms).
   crash    N cycles: start the server on one SQLite file, let clients submit, SIGKILL the whole server
-           (master and workers) at a random moment; afterwards every label acknowledged before a kill
+           (master and workers) at a random moment (0.2-2.5 s into the traffic); afterwards every label acknowledged before a kill
            must be there with its content, and the integrity check must pass.
 
 Prints a table; the last line is one JSON object (submissions_per_s, p99_ms, lost, duplicated,
@@ -404,8 +404,8 @@ def crash_phase(args, work: Path) -> dict:
     server = Server(url, args.workers, args.threads, work / "server-crash.log")
     for cycle in range(args.crash_cycles):
         server.start()
-        # clients run, then the server dies mid-request: kill after a random 0.05-1.0 s of traffic
-        drive(server.base, tokens, 10**9, ledger, seconds=rng.uniform(0.05, 1.0), expect_failures=True, seed=cycle, user_ids=ids)
+        # clients run, then the server dies mid-request: kill after a random 0.2-2.5 s of traffic
+        drive(server.base, tokens, 10**9, ledger, seconds=rng.uniform(0.2, 2.5), expect_failures=True, seed=cycle, user_ids=ids)
         server.kill()
         time.sleep(0.05)  # let the client threads see the closed connections and stop
     result = audit(url, ledger)
