@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -285,7 +286,7 @@ def stats(project_name, db_url):
               help="Threads per worker: requests one worker serves at once while others wait on the database.")
 @click.option("--rate-limit-storage", metavar="URL", envvar="LABELER_RATE_LIMIT_STORAGE", default=None, show_envvar=True,
               help="Where rate-limit counters live: sqlite:///path/limits.db (shared by the workers on this machine; "
-                   "default: one in a fresh temporary folder), memory:// (one process), redis://host:6379 (several machines).")
+                   "default: $TMPDIR/labeler-limits-UID-PORT.db), memory:// (one process), redis://host:6379 (several machines).")
 @click.option("--debug", is_flag=True, help="Flask's development server in debug mode: tracebacks in the browser and a dev "
                                             "secret key. Never in production.")
 @db_option
@@ -303,8 +304,10 @@ def serve(host, port, workers, threads, rate_limit_storage, debug, db_url):
 
     if rate_limit_storage is None:
         # workers must share their counters, or each would allow the whole limit; a SQLite file needs no
-        # server (and, unlike limits' memory:// storage, starts no expiry thread every 10 ms of traffic)
-        rate_limit_storage = "memory://" if debug else f"sqlite:///{tempfile.mkdtemp(prefix='labeler-limits-')}/limits.db"
+        # server (and, unlike limits' memory:// storage, starts no expiry thread every 10 ms of traffic).
+        # One file per user and port: a restarted server reuses it instead of leaving a new one behind.
+        limits_file = Path(tempfile.gettempdir()) / f"labeler-limits-{os.getuid()}-{port}.db"
+        rate_limit_storage = "memory://" if debug else f"sqlite:///{limits_file}"
     config = {"DATABASE_URL": db_url, "RATE_LIMIT_STORAGE": rate_limit_storage, **({"DEBUG": True} if debug else {})}
     app = create_app(config)  # the checks run here, in this process, before any worker starts
     try:

@@ -10,7 +10,7 @@
                      share limits through shared storage: redis://host:6379, memcached://host:11211
                      (Flask-Limiter's own backends, with their client packages installed), or
                      sqlite:///path/limits.db, a SQLite file on this machine that needs no server
-                     (SqliteStorage below; `labeler serve` uses one in a temporary folder by default).
+                     (SqliteStorage below; `labeler serve` uses $TMPDIR/labeler-limits-UID-PORT.db by default).
 
 The fixed-window strategy is used: one counter per key and window, which every backend supports.
 """

@@ -64,7 +64,7 @@ def test_serve_runs_gunicorn_with_workers_and_threads(serve_labeler, db_url, tmp
     response = requests.get(f"{base}/api/v1/openapi.json", timeout=10)
     assert response.headers["Server"].startswith("gunicorn")
     log = (tmp_path / "serve.log").read_text()
-    assert "2 workers x 2 threads" in log and "limits.db" in log
+    assert "2 workers x 2 threads" in log and "labeler-limits-" in log
     # the workers share the per-token budget (new connections, so both workers get requests)
     headers = {"Authorization": f"Bearer {make_token(make_user('ann'))}"}
     codes = [requests.get(f"{base}/api/v1/projects", headers=headers, timeout=10).status_code for _ in range(8)]
