@@ -302,10 +302,11 @@ def serve(host, port, workers, threads, rate_limit_storage, debug, db_url):
     from labeler.app import create_app, get_db
     from labeler.db import current_revision, head_revision
 
+    limits_file = None
     if rate_limit_storage is None:
         # workers must share their counters, or each would allow the whole limit; a SQLite file needs no
         # server (and, unlike limits' memory:// storage, starts no expiry thread every 10 ms of traffic).
-        # One file per user and port: a restarted server reuses it instead of leaving a new one behind.
+        # One file per user and port, removed on a clean stop; a server killed outright leaves it for the next.
         limits_file = Path(tempfile.gettempdir()) / f"labeler-limits-{os.getuid()}-{port}.db"
         rate_limit_storage = "memory://" if debug else f"sqlite:///{limits_file}"
     config = {"DATABASE_URL": db_url, "RATE_LIMIT_STORAGE": rate_limit_storage, **({"DEBUG": True} if debug else {})}
@@ -323,7 +324,12 @@ def serve(host, port, workers, threads, rate_limit_storage, debug, db_url):
 
     click.echo(f"labeler serving {db_url} on http://{host}:{port}/ (gunicorn: {workers} workers x {threads} threads; "
                f"rate limits in {rate_limit_storage})", err=True)
-    run_production(lambda: create_app(config), host, port, workers, threads)
+
+    def remove_limits_file():
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{limits_file}{suffix}").unlink(missing_ok=True)
+
+    run_production(lambda: create_app(config), host, port, workers, threads, on_exit=remove_limits_file if limits_file else None)
 
 
 if __name__ == "__main__":

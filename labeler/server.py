@@ -31,8 +31,10 @@ class GunicornServer(BaseApplication):
         return self.make_app()
 
 
-def run_production(make_app: Callable, host: str, port: int, workers: int, threads: int, timeout: int = 120) -> None:
-    """Serve `make_app()` on host:port until SIGTERM/SIGINT (a graceful stop: requests in flight finish)."""
+def run_production(make_app: Callable, host: str, port: int, workers: int, threads: int, timeout: int = 120,
+                   on_exit: Callable[[], None] | None = None) -> None:
+    """Serve `make_app()` on host:port until SIGTERM/SIGINT (a graceful stop: requests in flight finish);
+    then call on_exit() in the master."""
     options = {
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": workers,
@@ -45,4 +47,6 @@ def run_production(make_app: Callable, host: str, port: int, workers: int, threa
         "loglevel": "warning",
         "proc_name": "labeler",
     }
+    if on_exit is not None:
+        options["on_exit"] = lambda _arbiter: on_exit()
     GunicornServer(make_app, options).run()
