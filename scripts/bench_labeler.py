@@ -189,6 +189,9 @@ class Ledger:
     def __init__(self):
         self.lock = threading.Lock()
         self.acked: dict[tuple[int, int], tuple[int, dict]] = {}  # (task id, client) -> (annotation id, ranking)
+        # rankings sent after the last acknowledgement whose answer never came (the server died): the
+        # database may hold one of these instead, which is not a stale overwrite
+        self.unanswered: dict[tuple[int, int], list[dict]] = {}
         self.created: Counter = Counter()  # (task id, client) -> number of 201s
         self.statuses: Counter = Counter()
         self.errors: list[str] = []
@@ -230,15 +233,19 @@ def run_client(base: str, token: str, client: int, ledger: Ledger, budget: "Budg
                 mine.append((task_id, order))
             variants[task_id] += 1
             ranking = ranking_for(order, variants[task_id])
+            with ledger.lock:
+                ledger.unanswered.setdefault((task_id, client), []).append(ranking)
             t0 = time.perf_counter()
             sent = http.post(f"{base}/api/v1/tasks/{task_id}/annotations", json={"ranking": ranking, "seconds_spent": 1.0}, timeout=30)
             elapsed = time.perf_counter() - t0
             with ledger.lock:
+                ledger.unanswered[(task_id, client)].remove(ranking)
                 ledger.latency["submit"].append(elapsed)
                 ledger.statuses[sent.status_code] += 1
                 ledger.submitted += 1
                 if sent.status_code in (200, 201):
                     ledger.acked[(task_id, client)] = (sent.json()["annotation"]["id"], ranking)
+                    ledger.unanswered[(task_id, client)] = []
                     if sent.status_code == 201:
                         ledger.created[(task_id, client)] += 1
                 elif sent.status_code >= 500 or not expect_failures:
@@ -321,7 +328,8 @@ def audit(url: str, ledger: Ledger) -> dict:
     finally:
         db.dispose()
     lost = sum(1 for key, (aid, _) in ledger.acked.items() if key not in stored or stored[key][0] != aid)
-    stale = sum(1 for key, (_, ranking) in ledger.acked.items() if key in stored and stored[key][1] != ranking)
+    stale = sum(1 for key, (_, ranking) in ledger.acked.items()
+                if key in stored and stored[key][1] != ranking and stored[key][1] not in ledger.unanswered.get(key, []))
     duplicated = sum(n - 1 for n in ledger.created.values() if n > 1) + sum(n - overlap for n in per_task.values() if n > overlap)
     return {"acknowledged": len(ledger.acked), "stored": len(stored), "lost": lost, "duplicated": duplicated,
             "stale_overwrites": stale, "server_errors": sum(n for code, n in ledger.statuses.items() if code >= 500),
