@@ -166,6 +166,18 @@ class Server:
             time.sleep(0.05)
         raise SystemExit(f"labeler serve did not start; log: {self.log}\n{self.log.read_text(errors='replace')[-2000:]}")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU of every process in the server's group (gunicorn's master and workers)."""
+        total, tick = 0, os.sysconf("SC_CLK_TCK")
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if self.proc is not None and int(fields[2]) == self.proc.pid:  # fields[2]: the process group
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / tick
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
@@ -356,7 +368,9 @@ def load_phase(label: str, url: str, args, work: Path) -> dict:
     ledger = Ledger()
     try:
         print(f"[{label}] {args.clients} clients x {args.submissions} submissions ...", flush=True)
+        server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
         seconds = drive(server.base, tokens, args.submissions, ledger, user_ids=ids)
+        server_cpu, client_cpu = server.cpu_seconds() - server_cpu, time.process_time() - client_cpu
     finally:
         server.stop()
     result = audit(url, ledger)
@@ -368,6 +382,9 @@ def load_phase(label: str, url: str, args, work: Path) -> dict:
         "submit_p99_ms": round(pct(ledger.latency["submit"], 0.99), 1),
         "next_p99_ms": round(pct(ledger.latency["next"], 0.99), 1),
         "statuses": dict(sorted(ledger.statuses.items())), "client_errors": len(ledger.errors),
+        # CPU spent per submission (with its next): what bounds the rate when every process shares the cores
+        "server_cpu_ms_per_submission": round(1000 * server_cpu / max(ledger.submitted, 1), 2),
+        "client_cpu_ms_per_submission": round(1000 * client_cpu / max(ledger.submitted, 1), 2),
     })
     if ledger.errors:
         print(f"[{label}] first client errors: {ledger.errors[:3]}", flush=True)
@@ -457,11 +474,12 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(f"{'backend':<11} {'subs':>6} {'subs/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'acked':>6} {'lost':>5} {'dup':>4} {'stale':>5} "
-          f"{'5xx':>4} {'taken!':>6} integrity")
+          f"{'5xx':>4} {'taken!':>6} {'integrity':>9} {'srv cpu ms':>10} {'cli cpu ms':>10}")
     for r in loads:
         print(f"{r['backend']:<11} {r['submissions']:>6} {r['submissions_per_s']:>7} {r['p50_ms']:>7} {r['p99_ms']:>7} "
               f"{r['acknowledged']:>6} {r['lost']:>5} {r['duplicated']:>4} {r['stale_overwrites']:>5} {r['server_errors']:>4} "
-              f"{r['taken_mismatches']:>6} {r['integrity']}")
+              f"{r['taken_mismatches']:>6} {r['integrity']:>9} {r['server_cpu_ms_per_submission']:>10} {r['client_cpu_ms_per_submission']:>10}")
+    print("(srv/cli cpu ms: CPU time of the server's processes / of this bench's client threads per submission with its next)")
     if latency:
         print(f"\n{'tasks':>7} {'next ms':>8} {'submit ms':>9}   (one client, median of {args.latency_rounds})")
         for r in latency:
@@ -479,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         "next_ms_ratio_100k_1k": round(latency[1]["next_ms"] / latency[0]["next_ms"], 2) if latency else None,
         "submit_ms_ratio_100k_1k": round(latency[1]["submit_ms"] / latency[0]["submit_ms"], 2) if latency else None,
         "crash_missing": crash["missing"] if crash else None, "crash_integrity": crash["integrity"] if crash else None,
+        "server_cpu_ms_per_submission": first.get("server_cpu_ms_per_submission"),
+        "client_cpu_ms_per_submission": first.get("client_cpu_ms_per_submission"),
         "postgresql": next((r for r in loads if r["backend"] == "postgresql"), None) is not None,
         "clients": args.clients, "workers": args.workers, "threads": args.threads,
         "load_average": round(os.getloadavg()[0], 2),
