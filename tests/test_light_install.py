@@ -10,10 +10,11 @@ import shutil
 import subprocess
 import sys
 import venv
+from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.install
 HEAVY = ("torch", "transformers", "trl", "peft", "accelerate")
