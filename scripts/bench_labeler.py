@@ -151,7 +151,9 @@ class Server:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "labeler.cli", "serve", "--db", self.url, "--host", "127.0.0.1", "--port", str(port),
-                 "--workers", str(self.workers), "--threads", str(self.threads)],
+                 "--workers", str(self.workers), "--threads", str(self.threads),
+                 # in the work folder: a killed server cannot remove its default file from $TMPDIR
+                 "--rate-limit-storage", f"sqlite:///{self.log.parent / 'limits.db'}"],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
         self.base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + timeout
