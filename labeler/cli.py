@@ -5,7 +5,7 @@
     labeler users token alice
     labeler projects create demo --k 3 --overlap 2 --criteria helpful,harmless --guidelines guide.md
     labeler import runs/demo/generate/tasks.jsonl --project demo
-    labeler serve --port 5000
+    labeler serve --port 5000 --workers 2 --threads 8
     labeler export --project demo --out exports/demo
 
 Every command takes --db URL (default: $LABELER_DATABASE_URL, else sqlite:///labels.db).
@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
 import click
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from labeler.app import DEFAULT_DATABASE_URL
 from labeler.audit import project_detail, record_event
@@ -41,7 +42,9 @@ class Group(click.Group):
             return super().invoke(ctx)
         except LabelerError as err:
             raise UserError(str(err)) from None
-        except OperationalError as err:  # most often a database that `init-db` never created
+        # most often a database that `init-db` never created: SQLite says OperationalError ("no such
+        # table"), PostgreSQL ProgrammingError (UndefinedTable)
+        except (OperationalError, ProgrammingError) as err:
             reason = str(err.orig) if err.orig is not None else str(err)
             raise UserError(f"database error ({reason}); is the database initialised? run `labeler init-db --db URL`") from None
 
@@ -287,23 +290,56 @@ def stats(project_name, db_url):
 @main.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: every interface).")
 @click.option("--port", type=int, default=5000, show_default=True, help="TCP port.")
-@click.option("--debug", is_flag=True, help="Flask debug mode: tracebacks in the browser and a dev secret key. Never in production.")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Server processes (gunicorn workers); about one per core.")
+@click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Threads per worker: requests one worker serves at once while others wait on the database.")
+@click.option("--rate_limit_storage", "--rate-limit-storage", metavar="URL", envvar="LABELER_RATE_LIMIT_STORAGE", default=None, show_envvar=True,
+              help="Where rate-limit counters live: sqlite:///path/limits.db (shared by the workers on this machine; "
+                   "default: $TMPDIR/labeler-limits-UID-PORT.db), memory:// (one process), redis://host:6379 (several machines).")
+@click.option("--debug", is_flag=True, help="Flask's development server in debug mode: tracebacks in the browser and a dev "
+                                            "secret key. Never in production.")
 @db_option
-def serve(host, port, debug, db_url):
-    """Run the web app on werkzeug's threaded server (for a team, or PostgreSQL, run it under gunicorn).
+def serve(host, port, workers, threads, rate_limit_storage, debug, db_url):
+    """Run the web app: gunicorn with WORKERS processes of THREADS threads each (the production server),
+    or Flask's development server with --debug.
 
-    Outside --debug it refuses to start unless LABELER_SECRET_KEY is set.
+    Outside --debug it refuses to start unless LABELER_SECRET_KEY is set, and unless the database is at
+    the latest schema (`labeler init-db`).
     """
-    from labeler.app import create_app
+    import tempfile
+
+    from labeler.app import create_app, get_db
     from labeler.db import current_revision, head_revision
 
-    app = create_app({"DATABASE_URL": db_url, **({"DEBUG": True} if debug else {})})
-    from labeler.db import get_db
+    limits_file = None
+    if rate_limit_storage is None:
+        # workers must share their counters, or each would allow the whole limit; a SQLite file needs no
+        # server (and, unlike limits' memory:// storage, starts no expiry thread every 10 ms of traffic).
+        # One file per user and port, removed on a clean stop; a server killed outright leaves it for the next.
+        limits_file = Path(tempfile.gettempdir()) / f"labeler-limits-{os.getuid()}-{port}.db"
+        rate_limit_storage = "memory://" if debug else f"sqlite:///{limits_file}"
+    config = {"DATABASE_URL": db_url, "RATE_LIMIT_STORAGE": rate_limit_storage, **({"DEBUG": True} if debug else {})}
+    app = create_app(config)  # the checks run here, in this process, before any worker starts
+    try:
+        if current_revision(get_db(app).engine) != head_revision():
+            raise LabelerError(f"database {db_url} is not initialised or not at the latest schema: run `labeler init-db --db {db_url}`")
+    finally:
+        get_db(app).dispose()
+    if debug:
+        click.echo(f"labeler serving {db_url} on http://{host}:{port}/ (Flask development server, debug on)", err=True)
+        app.run(host=host, port=port, debug=True, threaded=True, use_reloader=False)
+        return
+    from labeler.server import run_production
 
-    if current_revision(get_db(app).engine) != head_revision():
-        raise LabelerError(f"database {db_url} is not initialised or not at the latest schema: run `labeler init-db --db {db_url}`")
-    click.echo(f"labeler serving {db_url} on http://{host}:{port}/ (debug {'on' if debug else 'off'})", err=True)
-    app.run(host=host, port=port, debug=debug, threaded=True, use_reloader=False)
+    click.echo(f"labeler serving {db_url} on http://{host}:{port}/ (gunicorn: {workers} workers x {threads} threads; "
+               f"rate limits in {rate_limit_storage})", err=True)
+
+    def remove_limits_file():
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{limits_file}{suffix}").unlink(missing_ok=True)
+
+    run_production(lambda: create_app(config), host, port, workers, threads, on_exit=remove_limits_file if limits_file else None)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, event, update
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from labeler.db import Base
@@ -63,6 +63,9 @@ class Project(Base):
     # "ranking": rank K responses; "arena": blind A/B votes between checkpoints (K = 2; labeler/arena.py)
     kind: Mapped[str] = mapped_column(String(16), default="ranking", server_default="ranking")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # tasks with taken < overlap, kept by labeler.assignment (and count_new_task below) so that an annotator's
+    # "remaining" needs no count over every task; after changing overlap call assignment.recount_open_tasks
+    open_tasks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Prompt(Base):
@@ -80,7 +83,9 @@ class Prompt(Base):
 
 class Task(Base):
     __tablename__ = "task"
-    __table_args__ = (UniqueConstraint("project_id", "content_hash"),)  # re-importing a file adds nothing
+    # re-importing a file adds nothing; ix_task_queue lets next_task read the least-taken open task from an
+    # index instead of counting every task's annotations and leases (labeler/assignment.py)
+    __table_args__ = (UniqueConstraint("project_id", "content_hash"), Index("ix_task_queue", "project_id", "taken", "id"))
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
     prompt_id: Mapped[int] = mapped_column(ForeignKey("prompt.id", ondelete="CASCADE"), index=True)
@@ -89,9 +94,17 @@ class Task(Base):
     is_gold: Mapped[bool] = mapped_column(Boolean, default=False)
     gold_ranking: Mapped[Optional[dict]] = mapped_column(JSON, nullable=True)  # {response_id: rank}
     source: Mapped[str] = mapped_column(String(255), default="")  # where the task came from: a file name or "api"
+    # slots in use: annotations + leases with status "active"; kept by labeler.assignment (change_taken)
+    taken: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     prompt: Mapped[Prompt] = relationship()
     responses: Mapped[list["Response"]] = relationship(order_by="Response.position", back_populates="task")
+
+
+@event.listens_for(Task, "after_insert")
+def count_new_task(_mapper, connection, task: Task) -> None:
+    """Every task is inserted with taken = 0 below an overlap of at least 1: one more open task."""
+    connection.execute(update(Project).where(Project.id == task.project_id).values(open_tasks=Project.open_tasks + 1))
 
 
 class Response(Base):
@@ -109,8 +122,9 @@ class Assignment(Base):
     """A lease: an annotator holds a task until `expires_at`; expired leases are reclaimed."""
 
     __tablename__ = "assignment"
-    # the composite index serves the "in-flight leases of this task" count that every next-task query makes
-    __table_args__ = (UniqueConstraint("task_id", "user_id"), Index("ix_assignment_task_status", "task_id", "status", "expires_at"))
+    # ix_assignment_task_status: a task's in-flight leases; ix_assignment_expiry: the leases due for reclaiming
+    __table_args__ = (UniqueConstraint("task_id", "user_id"), Index("ix_assignment_task_status", "task_id", "status", "expires_at"),
+                      Index("ix_assignment_expiry", "status", "expires_at"))
     id: Mapped[int] = mapped_column(primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)

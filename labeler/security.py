@@ -1,12 +1,9 @@
-"""Security for the browser side: CSRF tokens, security headers (CSP), login rate limiting, and the
-`current_user` / `login_required` / `admin_required` helpers the blueprints share.
+"""Security for the browser side: CSRF tokens, security headers (CSP), and the `current_user` /
+`login_required` / `admin_required` helpers the blueprints share. Rate limits: labeler.ratelimit.
 
 CSRF: one random token per session; forms carry it in a hidden `csrf_token` field and fetch() sends it
 in the `X-CSRF-Token` header. API calls with `Authorization: Bearer` are exempt: they carry no cookies,
 so a forged cross-site request cannot use them.
-
-The login rate limit lives in this process's memory: under gunicorn with N workers the effective limit
-is up to N times the configured one, which still stops online password guessing.
 """
 
 from __future__ import annotations
@@ -14,9 +11,6 @@ from __future__ import annotations
 import functools
 import hmac
 import secrets
-import threading
-import time
-from collections import defaultdict, deque
 
 from flask import Flask, abort, g, jsonify, redirect, request, session, url_for
 
@@ -74,43 +68,6 @@ def set_security_headers(response):
     return response
 
 
-class LoginLimiter:
-    """Failed login attempts per (IP, username) in a sliding one-minute window."""
-
-    WINDOW_SECONDS = 60.0
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self._failures: dict[tuple[str, str], deque] = defaultdict(deque)
-        self._lock = threading.Lock()
-
-    def _recent(self, key, now):
-        q = self._failures[key]
-        while q and q[0] <= now - self.WINDOW_SECONDS:
-            q.popleft()
-        return q
-
-    def blocked(self, ip: str, username: str, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            return len(self._recent((ip, username.lower()), now)) >= self.limit
-
-    def record_failure(self, ip: str, username: str, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            self._recent((ip, username.lower()), now).append(now)
-
-    def reset(self, ip: str, username: str) -> None:
-        with self._lock:
-            self._failures.pop((ip, username.lower()), None)
-
-
-def login_limiter() -> LoginLimiter:
-    from flask import current_app
-
-    return current_app.extensions["labeler_login_limiter"]
-
-
 def current_user():
     """The logged-in, active User of this request, or None (a deactivated user is logged out at once)."""
     if "labeler_user" not in g:
@@ -151,7 +108,6 @@ def admin_required(view):
 
 
 def init_app(app: Flask) -> None:
-    app.extensions["labeler_login_limiter"] = LoginLimiter(int(app.config.get("LOGIN_RATE_LIMIT", 10)))
     app.before_request(check_csrf)
     app.register_error_handler(CsrfError, handle_csrf_error)
     app.after_request(set_security_headers)

@@ -26,6 +26,17 @@ STAGES = {
 }
 
 
+# what the [train] extra brings; a missing one means a labeler-only install
+TRAIN_PACKAGES = {"torch", "transformers", "trl", "peft", "accelerate", "gguf", "yaml", "tqdm", "tensorboard", "matplotlib", "requests"}
+
+
+def missing_training_packages(command: str, name: str) -> int:
+    """The base install is the labeler alone (pyproject.toml): the stages need the [train] extra."""
+    print(f"rlhf {command}: needs the training packages ({name} is missing): pip install 'rlhf-loop[train]' (or make setup)",
+          file=sys.stderr)
+    return 2
+
+
 def usage() -> str:
     from rlhf.config import RECIPES, recipe_names
 
@@ -87,9 +98,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     keep_freed_memory()
-    module = importlib.import_module(f"rlhf.{command}")
+    try:
+        module = importlib.import_module(f"rlhf.{command}")
+    except ModuleNotFoundError as exc:
+        # The training packages are the [train] extra: a labeler-only install says how to get them.
+        if exc.name and exc.name.split(".")[0] in TRAIN_PACKAGES:
+            return missing_training_packages(command, exc.name)
+        raise
     try:
         return int(module.main(rest) or 0)
+    except ModuleNotFoundError as exc:  # stages import TRL and friends inside main()
+        if exc.name and exc.name.split(".")[0] in TRAIN_PACKAGES:
+            return missing_training_packages(command, exc.name)
+        raise
     except RlhfError as exc:
         print(f"rlhf {command}: error: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
-"""End-to-end fixtures: a real `labeler serve` subprocess on a free port and a temporary SQLite file,
+"""End-to-end fixtures: a real `labeler serve` subprocess on a free port and a fresh database (a SQLite
+file, and a PostgreSQL database when LABELER_TEST_POSTGRES_URL is set: tests/conftest.py's `backend`),
 and Debian's chromium driven by Playwright for Python.
 
-Data is seeded with the labeler's own Python functions straight into the SQLite file the server uses.
+Data is seeded with the labeler's own Python functions straight into the database the server uses.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from labeler.accounts import create_user
-from labeler.db import Database, upgrade_database
+from labeler.db import Database
 from labeler.importer import import_tasks
 from labeler.projects import create_project
 
@@ -25,16 +26,21 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def db_file(tmp_path) -> Path:
-    path = tmp_path / "labels.db"
-    upgrade_database(f"sqlite:///{path}")
-    return path
+def db_url(new_database) -> str:
+    return new_database()
 
 
 @pytest.fixture
-def seed(db_file):
-    """seed(users=[(name, role)], project=dict(name=..., k=..., ...), tasks=[...]): writes into the server's file."""
-    database = Database(f"sqlite:///{db_file}")
+def db(db_url):
+    database = Database(db_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def seed(db):
+    """seed(users=[(name, role)], project=dict(name=..., k=..., ...), tasks=[...]): writes into the server's database."""
+    database = db
 
     def run(users=(), project=None, tasks=()):
         with database.write() as s:
@@ -44,14 +50,13 @@ def seed(db_file):
                 p = create_project(s, **project)
                 import_tasks(s, p, list(tasks), source="e2e")
 
-    yield run
-    database.dispose()
+    return run
 
 
 @pytest.fixture
-def server(db_file, serve_labeler):
-    """`labeler serve --db sqlite:///FILE --port N` as a real subprocess; yields its base URL."""
-    return serve_labeler(f"sqlite:///{db_file}", secret_key="e2e-secret-key")
+def server(db_url, serve_labeler):
+    """`labeler serve --db URL --port N` as a real subprocess; yields its base URL."""
+    return serve_labeler(db_url, secret_key="e2e-secret-key")
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,10 @@
 """The annotation page in a real browser against a real `labeler serve`: keyboard-only ranking lands in
-SQLite; hostile model output stays inert text; the page looks right (screenshot for the README)."""
-
-import json
-import sqlite3
+the database (SQLite, and PostgreSQL when configured); hostile model output stays inert text; the page looks right (screenshot for the README)."""
 
 import pytest
+from sqlalchemy import select
+
+from labeler.models import Annotation
 
 pytestmark = pytest.mark.e2e
 
@@ -17,12 +17,12 @@ def card_ids(page) -> list[int]:
     return [int(x) for x in page.eval_on_selector_all("article.response", "els => els.map(e => e.dataset.rid)")]
 
 
-def stored_rankings(db_file) -> dict[int, dict]:
-    with sqlite3.connect(db_file) as conn:
-        return {task_id: json.loads(ranking) for task_id, ranking in conn.execute("SELECT task_id, ranking FROM annotation")}
+def stored_rankings(db) -> dict[int, dict]:
+    with db.read() as session:
+        return {a.task_id: a.ranking for a in session.scalars(select(Annotation))}
 
 
-def test_keyboard_only_ranking_is_stored(page, server, seed, login, db_file):
+def test_keyboard_only_ranking_is_stored(page, server, seed, login, db):
     seed(users=[("ann", "annotator")], project=dict(name="demo", k=3, criteria=["helpfulness"]), tasks=PLAIN_TASKS)
     login(page, server, "ann")
     page.goto(f"{server}/projects/demo/annotate")
@@ -36,7 +36,7 @@ def test_keyboard_only_ranking_is_stored(page, server, seed, login, db_file):
     page.keyboard.press("Enter")
     # (not wait_for_function: the page's CSP forbids the eval it uses, which is the point of the CSP)
     page.wait_for_selector(f"#annotate-form:not([data-task-id='{first_task}'])")
-    assert stored_rankings(db_file)[first_task] == {str(c): 1, str(a): 2, str(b): 3}
+    assert stored_rankings(db)[first_task] == {str(c): 1, str(a): 2, str(b): 3}
     assert page.inner_text("#progress-done") == "1"
 
     # Second task: a tie ('t' then a number), Backspace undo, and Enter ranking the last one last.
@@ -46,10 +46,10 @@ def test_keyboard_only_ranking_is_stored(page, server, seed, login, db_file):
         page.keyboard.press(key)
     page.keyboard.press("Enter")  # 3 is the only one left: it becomes rank 2
     page.wait_for_selector("text=Nothing left to label")
-    rankings = stored_rankings(db_file)
+    rankings = stored_rankings(db)
     assert rankings[second_task] == {str(a): 1, str(b): 1, str(c): 2}
-    with sqlite3.connect(db_file) as conn:
-        seconds = [row[0] for row in conn.execute("SELECT seconds_spent FROM annotation")]
+    with db.read() as session:
+        seconds = list(session.scalars(select(Annotation.seconds_spent)))
     assert all(s > 0 for s in seconds)  # measured by the page
 
     # Re-open the first label from the history and change it: the page sends the version it shows.

@@ -1,4 +1,5 @@
-"""Fixtures for the labeler tests: a migrated SQLite FILE per test (WAL needs a file), the app on it,
+"""Fixtures for the labeler tests: a migrated database per test, run on each backend (a SQLite FILE, since
+WAL needs one, and a fresh PostgreSQL database when LABELER_TEST_POSTGRES_URL is set), the app on it,
 a Flask client, a click runner, a real `labeler serve` subprocess (`live_server`), and helpers to make
 users, tokens, projects and tasks quickly.
 
@@ -15,8 +16,7 @@ from werkzeug.security import generate_password_hash
 
 from labeler.accounts import create_token
 from labeler.app import create_app
-from labeler.db import get_db
-from labeler.db import Database, upgrade_database
+from labeler.db import Database, get_db
 from labeler.importer import import_tasks
 from labeler.models import User
 from labeler.projects import create_project
@@ -28,10 +28,8 @@ SECRET_KEY = "test-secret-key-not-for-production"
 
 
 @pytest.fixture
-def db_url(tmp_path) -> str:
-    url = f"sqlite:///{tmp_path / 'labels.db'}"
-    upgrade_database(url)
-    return url
+def db_url(new_database) -> str:
+    return new_database()
 
 
 @pytest.fixture
@@ -116,5 +114,5 @@ def make_project(db):
 
 @pytest.fixture
 def live_server(db_url, serve_labeler, tmp_path):
-    """`labeler serve` as a subprocess on a free port and this test's SQLite file (log: tmp_path/server.log)."""
+    """`labeler serve` as a subprocess on a free port and this test's database (log: tmp_path/server.log)."""
     return serve_labeler(db_url, secret_key=SECRET_KEY, log_path=tmp_path / "server.log")

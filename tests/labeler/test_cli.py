@@ -18,8 +18,9 @@ from labeler.models import Project, Task, User
 
 
 @pytest.fixture
-def fresh_url(tmp_path):
-    return f"sqlite:///{tmp_path / 'fresh.db'}"
+def fresh_url(new_database):
+    """An empty database (no tables) of this test's backend."""
+    return new_database(migrated=False)
 
 
 def run(runner, url, *args, input=None):
@@ -38,7 +39,8 @@ def test_init_db_creates_the_schema_and_is_idempotent(runner, fresh_url):
         with engine.connect() as conn:
             # the migrated schema is exactly what the models describe (no drift between the two)
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            if conn.dialect.name == "sqlite":
+                assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert "alembic_version" in inspect(engine).get_table_names()
     finally:
         engine.dispose()
@@ -143,3 +145,38 @@ def test_options_are_spelled_with_underscores_and_accept_dashes(runner, db_url, 
     with db.read() as session:
         project = session.scalar(select(Project).where(Project.name == "under"))
         assert project.lease_seconds == 120 and not project.allow_edit and not project.ask_rationale
+
+
+def test_migration_0002_counts_existing_tasks_load(fresh_url):
+    """A database labelled under 0001 gets task.taken = annotations + active leases, and project.open_tasks,
+    when upgraded."""
+    from alembic import command
+
+    from labeler.db import alembic_config, upgrade_database
+
+    command.upgrade(alembic_config(fresh_url), "0001")
+    now = "2026-01-01 00:00:00"
+    engine = make_engine(fresh_url)
+    try:
+        with engine.begin() as conn:
+            sql = conn.exec_driver_sql
+            sql(f"INSERT INTO project (id, name, k, overlap, criteria, guidelines, lease_seconds, allow_edit, ask_rationale, created_at) "
+                f"VALUES (1, 'p', 2, 3, '[]', '', 60, true, true, '{now}')")
+            for uid in (1, 2, 3):
+                sql(f"INSERT INTO \"user\" (id, username, password_hash, role, active, simulated, created_at) "
+                    f"VALUES ({uid}, 'u{uid}', 'x', 'annotator', true, false, '{now}')")
+            sql("INSERT INTO prompt (id, project_id, prompt, prompt_hash, meta) VALUES (1, 1, '\"q\"', 'h', '{}')")
+            for tid in (1, 2):
+                sql(f"INSERT INTO task (id, project_id, prompt_id, content_hash, meta, is_gold, source, created_at) "
+                    f"VALUES ({tid}, 1, 1, 'c{tid}', '{{}}', false, 't', '{now}')")
+            for aid, (tid, uid, status) in enumerate([(1, 1, "done"), (1, 2, "active"), (1, 3, "expired"), (2, 1, "active")], 1):
+                sql(f"INSERT INTO assignment (id, task_id, user_id, status, display_order, leased_at, expires_at) "
+                    f"VALUES ({aid}, {tid}, {uid}, '{status}', '[]', '{now}', '{now}')")
+            sql(f"INSERT INTO annotation (id, task_id, user_id, ranking, all_bad, scores, rationale, display_order, seconds_spent, "
+                f"created_at, updated_at) VALUES (1, 1, 1, '{{}}', false, '{{}}', '', '[]', 1.0, '{now}', '{now}')")
+    finally:
+        engine.dispose()
+    upgrade_database(fresh_url)
+    with Database(fresh_url).read() as session:
+        assert dict(session.execute(select(Task.id, Task.taken)).all()) == {1: 2, 2: 1}
+        assert session.scalar(select(Project.open_tasks)) == 2  # both below the overlap of 3

@@ -9,6 +9,7 @@ import requests
 from sqlalchemy import select
 
 from labeler.models import Annotation
+from test_assignment import taken_mismatches
 
 N_THREADS = 20
 N_TASKS = 30
@@ -77,3 +78,4 @@ def test_twenty_threads_lose_nothing_and_never_exceed_overlap(live_server, db, m
         assert rows.get(annotation_id, (None,))[0] == task_id
     assert len({a for a, _, _ in acknowledged}) == len(rows)
     assert statuses[201] == len(rows)
+    assert taken_mismatches(db) == []  # the kept load (Task.taken) survived the race

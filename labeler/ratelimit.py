@@ -1,0 +1,136 @@
+"""Rate limits (Flask-Limiter): failed logins per account, API calls per token.
+
+  LOGIN_RATE_LIMIT   failed logins per minute for one account (default 10); once spent, even the right
+                     password gets 429 until the minute is over. Keyed by account, not by address, so
+                     guessing spread over many addresses is stopped too (the price: someone guessing can
+                     lock an account out for a minute).
+  API_RATE_LIMIT     calls per token (default "6000 per minute"), a Flask-Limiter limit string; an API
+                     call without a token is counted per client address.
+  RATE_LIMIT_STORAGE where the counters live (default memory://, one process). Several server workers
+                     share limits through shared storage: redis://host:6379, memcached://host:11211
+                     (Flask-Limiter's own backends, with their client packages installed), or
+                     sqlite:///path/limits.db, a SQLite file on this machine that needs no server
+                     (SqliteStorage below; `labeler serve` uses $TMPDIR/labeler-limits-UID-PORT.db by default).
+
+The fixed-window strategy is used: one counter per key and window, which every backend supports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+import time
+
+from flask import Flask, current_app, jsonify, render_template, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from limits.storage import Storage
+
+
+class SqliteStorage(Storage):
+    """A `limits` storage in a SQLite file (`sqlite:///path`), so that server workers on one machine
+    share their counters without a redis or memcached server. One UPSERT per hit, in WAL mode."""
+
+    STORAGE_SCHEME = ["sqlite"]
+
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options):
+        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
+        if not uri or not uri.startswith("sqlite:///") or uri == "sqlite:///":
+            raise ValueError(f"rate-limit storage {uri!r}: expected sqlite:///path/to/limits.db (four slashes for an absolute path)")
+        self.path = uri[len("sqlite:///"):]
+        self._local = threading.local()
+        with self._connect() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS counter (key TEXT PRIMARY KEY, hits INTEGER NOT NULL, expires_at REAL NOT NULL)")
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=OFF")  # counters are not worth an fsync; a crash loses a minute's counts
+            self._local.conn = conn
+        return conn
+
+    @property
+    def base_exceptions(self):
+        return sqlite3.Error
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        now = time.time()
+        row = self._connect().execute(
+            "INSERT INTO counter (key, hits, expires_at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+            "hits = CASE WHEN expires_at <= ? THEN excluded.hits ELSE hits + excluded.hits END, "
+            "expires_at = CASE WHEN expires_at <= ? THEN excluded.expires_at ELSE expires_at END RETURNING hits",
+            (key, amount, now + expiry, now, now),
+        ).fetchone()
+        return int(row[0])
+
+    def get(self, key: str) -> int:
+        row = self._connect().execute("SELECT hits FROM counter WHERE key = ? AND expires_at > ?", (key, time.time())).fetchone()
+        return int(row[0]) if row else 0
+
+    def get_expiry(self, key: str) -> float:
+        row = self._connect().execute("SELECT expires_at FROM counter WHERE key = ?", (key,)).fetchone()
+        return float(row[0]) if row else time.time()
+
+    def check(self) -> bool:
+        try:
+            self._connect().execute("SELECT 1")
+            return True
+        except sqlite3.Error:
+            return False
+
+    def reset(self) -> int | None:
+        return self._connect().execute("DELETE FROM counter").rowcount
+
+    def clear(self, key: str) -> None:
+        self._connect().execute("DELETE FROM counter WHERE key = ?", (key,))
+
+
+def login_key() -> str:
+    return "login:" + request.form.get("username", "").strip().lower()
+
+
+def api_key() -> str:
+    """The bearer token's hash (never the token itself) or, without one, the client's address."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return "token:" + hashlib.sha256(token.strip().encode()).hexdigest()
+    return "addr:" + (get_remote_address() or "?")
+
+
+def too_many_requests(err):
+    """429: JSON under /api/, the login page with its message on /login."""
+    retry = getattr(err, "retry_after", None)
+    if request.path.startswith("/api/"):
+        response = jsonify(error=f"rate limit exceeded ({err.description}); slow down and retry later", field="Authorization")
+    elif request.endpoint == "auth.login":
+        error = "Too many failed attempts for this account. Wait a minute and try again."
+        response = current_app.make_response(render_template(
+            "login.html", error=error, username=request.form.get("username", ""), next=request.form.get("next", "")))
+    else:
+        return err
+    response.status_code = 429
+    if retry:
+        response.headers["Retry-After"] = str(retry)
+    return response
+
+
+def init_app(app: Flask) -> Limiter:
+    """One Limiter per app (tests make many apps; counters must not leak between them)."""
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config.get("RATE_LIMIT_STORAGE") or "memory://")
+    app.config.setdefault("RATELIMIT_STRATEGY", "fixed-window")
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    limiter = Limiter(key_func=get_remote_address, app=app)
+    login_per_minute = int(app.config.get("LOGIN_RATE_LIMIT", 10))
+    # only failed logins count (deduct_when), but every POST is checked first: a blocked account is blocked
+    failed = limiter.limit(f"{login_per_minute} per minute", key_func=login_key, methods=["POST"],
+                           deduct_when=lambda response: response.status_code == 401)
+    app.view_functions["auth.login"] = failed(app.view_functions["auth.login"])
+    api_limit = app.config.get("API_RATE_LIMIT") or "6000 per minute"
+    limiter.limit(api_limit, key_func=api_key, exempt_when=lambda: request.endpoint == "api.openapi")(app.blueprints["api"])
+    app.register_error_handler(429, too_many_requests)
+    app.extensions["labeler_limiter"] = limiter
+    return limiter
+

@@ -1,0 +1,76 @@
+"""Rate limits (labeler.ratelimit, Flask-Limiter): failed logins per account, API calls per token, and
+counters that several server workers share through a SQLite file."""
+
+import requests
+
+from conftest import PASSWORD
+from labeler.app import create_app
+from labeler.ratelimit import SqliteStorage
+from test_auth import login
+
+
+def test_failed_logins_are_limited_per_account_from_any_address(db_url, make_user):
+    app = create_app({"TESTING": True, "DATABASE_URL": db_url, "LOGIN_RATE_LIMIT": 2})
+    make_user("ann")
+    make_user("bob")
+
+    def attempt(username, password, address):  # a new browser each time: no session carried over
+        client = app.test_client()
+        client.environ_base["REMOTE_ADDR"] = address
+        return login(client, username, password)
+
+    # guesses spread over two addresses count together
+    assert [attempt("ann", "guess", address).status_code for address in ("10.0.0.1", "10.0.0.2")] == [401, 401]
+    blocked = attempt("ann", PASSWORD, "10.0.0.3")
+    assert blocked.status_code == 429 and "Too many failed attempts" in blocked.text
+    # other accounts are not affected, and a successful login is not a failure: it spends nothing
+    assert [attempt("bob", PASSWORD, "10.0.0.3").status_code for _ in range(3)] == [302, 302, 302]
+
+
+def test_api_calls_are_limited_per_token(db_url, make_user, auth_header):
+    client = create_app({"TESTING": True, "DATABASE_URL": db_url, "API_RATE_LIMIT": "3 per minute"}).test_client()
+    ann, bob = auth_header(make_user("ann")), auth_header(make_user("bob"))
+    assert [client.get("/api/v1/projects", headers=ann).status_code for _ in range(3)] == [200, 200, 200]
+    limited = client.get("/api/v1/projects", headers=ann)
+    assert limited.status_code == 429 and limited.is_json and "rate limit" in limited.json["error"]
+    assert "Retry-After" in limited.headers
+    assert client.get("/api/v1/projects", headers=bob).status_code == 200  # another token has its own budget
+    assert client.get("/api/v1/openapi.json").status_code == 200  # the document is never limited
+
+
+def test_sqlite_storage_is_shared_between_workers(db_url, make_user, auth_header, tmp_path):
+    """Two apps (as two gunicorn workers would be) on one sqlite:/// storage spend one budget."""
+    config = {"TESTING": True, "DATABASE_URL": db_url, "API_RATE_LIMIT": "4 per minute",
+              "RATE_LIMIT_STORAGE": f"sqlite:///{tmp_path / 'limits.db'}"}
+    worker_a, worker_b = create_app(config).test_client(), create_app(config).test_client()
+    ann = auth_header(make_user("ann"))
+    codes = [(worker_a if i % 2 else worker_b).get("/api/v1/projects", headers=ann).status_code for i in range(6)]
+    assert codes == [200, 200, 200, 200, 429, 429]
+
+
+def test_sqlite_storage_counts_and_expires(tmp_path):
+    storage = SqliteStorage(f"sqlite:///{tmp_path / 'limits.db'}")
+    assert storage.incr("k", expiry=60) == 1 and storage.incr("k", expiry=60, amount=2) == 3
+    assert storage.get("k") == 3 and storage.get("other") == 0
+    assert storage.incr("short", expiry=0) == 1  # already expired: the next hit starts a new window
+    assert storage.incr("short", expiry=0) == 1
+    storage.clear("k")
+    assert storage.get("k") == 0 and storage.check()
+
+
+def test_serve_runs_gunicorn_with_workers_and_threads(serve_labeler, db_url, tmp_path, make_user, make_token):
+    base = serve_labeler(db_url, args=("--workers", "2", "--threads", "2"), log_path=tmp_path / "serve.log",
+                         env={"LABELER_API_RATE_LIMIT": "3 per minute"})
+    response = requests.get(f"{base}/api/v1/openapi.json", timeout=10)
+    assert response.headers["Server"].startswith("gunicorn")
+    log = (tmp_path / "serve.log").read_text()
+    assert "2 workers x 2 threads" in log and "labeler-limits-" in log
+    # the workers share the per-token budget (new connections, so both workers get requests)
+    headers = {"Authorization": f"Bearer {make_token(make_user('ann'))}"}
+    codes = [requests.get(f"{base}/api/v1/projects", headers=headers, timeout=10).status_code for _ in range(8)]
+    assert codes[:3] == [200, 200, 200] and set(codes[3:]) == {429}
+
+
+def test_serve_debug_runs_the_development_server(serve_labeler, db_url, tmp_path):
+    base = serve_labeler(db_url, args=("--debug",), log_path=tmp_path / "serve.log")
+    assert requests.get(f"{base}/api/v1/openapi.json", timeout=10).headers["Server"].startswith("Werkzeug")
