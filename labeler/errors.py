@@ -7,7 +7,7 @@ for fetch() calls, an error page for the browser. A 500 is a bug.
 
 from __future__ import annotations
 
-MAX_ID = 2**63 - 1  # ids are signed 64-bit integers in every database the labeler supports
+MAX_ID = 2**31 - 1  # ids are INTEGER columns: 32-bit signed on PostgreSQL, so no row can have a larger one
 
 
 class LabelerError(Exception):
@@ -63,7 +63,7 @@ def check_url_ids(endpoint, values) -> None:
     before any query sees a number the database driver would overflow on."""
     for key, value in (values or {}).items():
         if isinstance(value, int) and not 0 <= value <= MAX_ID:
-            raise LabelerError(f"{key}: {value} is not an id (ids run from 1 to 2^63-1)", status=404, field=key)
+            raise LabelerError(f"{key}: {value} is not an id (ids run from 1 to 2^31-1)", status=404, field=key)
 
 
 def init_app(app) -> None:

@@ -53,8 +53,8 @@ def test_keyboard_only_ranking_is_stored(page, server, seed, login, db):
     assert all(s > 0 for s in seconds)  # measured by the page
 
     # Re-open the first label from the history and change it: the page sends the version it shows.
-    with sqlite3.connect(db_file) as conn:
-        (first_id,) = conn.execute("SELECT id FROM annotation WHERE task_id = ?", (first_task,)).fetchone()
+    with db.read() as session:
+        first_id = session.scalar(select(Annotation.id).where(Annotation.task_id == first_task))
     page.goto(f"{server}/projects/demo/annotations/{first_id}")
     a, b, c = card_ids(page)
     page.locator("body").focus()
@@ -62,9 +62,9 @@ def test_keyboard_only_ranking_is_stored(page, server, seed, login, db):
         page.keyboard.press(key)
     page.keyboard.press("Enter")
     page.wait_for_selector("text=Nothing left to label")
-    with sqlite3.connect(db_file) as conn:
-        ranking, version = conn.execute("SELECT ranking, version FROM annotation WHERE id = ?", (first_id,)).fetchone()
-    assert json.loads(ranking) == {str(a): 1, str(b): 2, str(c): 3} and version == 2
+    with db.read() as session:
+        row = session.get(Annotation, first_id)
+        assert row.ranking == {str(a): 1, str(b): 2, str(c): 3} and row.version == 2
 
 
 def test_hostile_response_renders_as_inert_text(page, server, seed, login):

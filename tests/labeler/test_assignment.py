@@ -194,7 +194,7 @@ def test_a_lease_never_outgrows_a_datetime(db, make_user, make_project):
     # a row from before lease_seconds was bounded (the API took 10**12) must not break next-task for ever
     make_project("demo", n_tasks=1)
     with db.write() as session:
-        session.scalar(select(Project)).lease_seconds = 10**12
+        session.scalar(select(Project)).lease_seconds = 2**31 - 1  # 68 years: the largest INTEGER PostgreSQL stores
     task_id, _, expiry = lease(db, make_user("alice"))
     assert expiry - utcnow() <= dt.timedelta(days=30)
 

@@ -11,9 +11,10 @@ from sqlalchemy import select
 
 from labeler.cli import main
 from labeler.db import Base
+from labeler.errors import MAX_ID
 from labeler.models import Export
 
-BIG = 2**63  # one past the largest signed 64-bit id
+BIG = 2**63  # one past the largest signed 64-bit id (and far past MAX_ID, the largest INTEGER)
 DIGITS_400 = "9" * 400
 DEEP = "[" * 100_000 + "]" * 100_000
 DEEP_OBJECT = '{"a":' * 100_000 + "1" + "}" * 100_000
@@ -218,9 +219,9 @@ def test_the_document_states_what_the_server_enforces(world):
     assert schemas["ProjectIn"]["properties"]["overlap"]["type"] == "integer"
     assert schemas["ProjectIn"]["properties"]["lease_seconds"]["maximum"] == 30 * 24 * 3600
     assert schemas["AnnotationIn"]["else"] == {"required": ["ranking"]}  # required unless all_bad
-    assert schemas["AnnotationIn"]["properties"]["version"]["anyOf"][0]["maximum"] == 2**63 - 1
+    assert schemas["AnnotationIn"]["properties"]["version"]["anyOf"][0]["maximum"] == MAX_ID == 2**31 - 1
     task_id = doc["paths"]["/api/v1/tasks/{task_id}/annotations"]["post"]["parameters"][0]["schema"]
-    assert task_id == {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+    assert task_id == {"type": "integer", "minimum": 1, "maximum": MAX_ID}
 
 
 def logged_in(app, username: str):
