@@ -169,19 +169,10 @@ def kl_estimate(policy_logps: list[list[float]], reference_logps: list[list[floa
 
 def check_prompt_constraints(rows: list[dict[str, Any]], source: str) -> None:
     """Fail before any model loads when a prompt row's `constraints` are malformed (names the row)."""
-    from rlhf.constraints import validate_constraint
+    from rlhf.prompts import check_constraints
 
     for i, row in enumerate(rows, start=1):
-        constraints = row.get("constraints")
-        if constraints is None:
-            continue
-        if not isinstance(constraints, list):
-            raise RlhfError(f"{source} prompt {i}: field 'constraints' must be a list")
-        for c in constraints:
-            try:
-                validate_constraint(c)
-            except RlhfError as exc:
-                raise RlhfError(f"{source} prompt {i}: field 'constraints': {exc}") from None
+        check_constraints(row.get("constraints"), f"{source} prompt {i}")
 
 
 def constraint_pass_rates(rows: list[dict[str, Any]], responses: list[str]) -> dict[str, Any]:

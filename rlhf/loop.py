@@ -36,7 +36,6 @@ complete is skipped on a re-run, and a training stage resumes from its last chec
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -155,15 +154,6 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def round_prompts(train: list[dict], n: int, round_no: int, seed: int) -> list[dict]:
-    """The train prompts of a round: a seeded shuffle, taken n at a time, wrapping around."""
-    order = list(range(len(train)))
-    random.Random(seed).shuffle(order)
-    n = min(n, len(train)) if n > 0 else len(train)
-    start = (round_no - 1) * n
-    return [train[order[(start + i) % len(train)]] for i in range(n)]
-
-
 def label_project(args: LoopArguments, round_no: int) -> str:
     return f"{args.name}-round-{round_no}"
 
@@ -222,13 +212,14 @@ def run_round(args: LoopArguments, out: Path, round_no: int, policy: str, base: 
     folder and the run stays loadable wherever it is copied.
     """
     from rlhf.label import export_labels, label_simulated, labelling_progress, push_tasks
+    from rlhf.prompts import rotate_prompts
     from rlhf.selection import select_pairs
 
     rdir = out / f"round-{round_no}"
     rdir.mkdir(parents=True, exist_ok=True)
     prompts_file = rdir / "prompts.jsonl"
     if not prompts_file.is_file():
-        write_jsonl(prompts_file, round_prompts(train, args.train_prompts, round_no, args.seed))
+        write_jsonl(prompts_file, rotate_prompts(train, args.train_prompts, round_no, args.seed))
     log(f"round {round_no}: policy {policy}")
 
     # 1. generate: K candidates per train prompt from the current policy

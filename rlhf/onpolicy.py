@@ -36,7 +36,6 @@ the quality gate `min_reward_accuracy`. Options after the stage's own are DPOCon
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from tqdm.auto import tqdm
 
 from rlhf.config import StageArguments
 from rlhf.errors import RlhfError
+from rlhf.prompts import rotate_prompts
 from rlhf.reward import MIN_REWARD_ACCURACY, MIN_REWARD_ACCURACY_HELP
 
 STAGE = "onpolicy"
@@ -119,15 +119,6 @@ def select_pairs_by_reward(rewards: Sequence[float], margin: float) -> list[tupl
     best = max(range(len(rewards)), key=lambda i: (rewards[i], -i))
     worst = min(range(len(rewards)), key=lambda i: (rewards[i], i))
     return [(best, worst)] if rewards[best] - rewards[worst] > margin else []
-
-
-def iteration_prompts(rows: list[dict], n: int, iteration: int, seed: int) -> list[dict]:
-    """The prompts of iteration `iteration` (from 1): a seeded shuffle, taken n at a time, wrapping around."""
-    order = list(range(len(rows)))
-    random.Random(seed).shuffle(order)
-    n = min(n, len(rows)) if n > 0 else len(rows)
-    start = (iteration - 1) * n
-    return [rows[order[(start + i) % len(rows)]] for i in range(n)]
 
 
 def stage_defaults() -> dict:
@@ -412,7 +403,7 @@ def measure_final_policy(final_dir: Path, policy: str, rows: list[dict], sft_pat
             return final
     started = time.perf_counter()
     final_dir.mkdir(exist_ok=True)
-    prompts = [r["prompt"] for r in iteration_prompts(rows, args.prompts_per_iteration, 1, seed)]
+    prompts = [r["prompt"] for r in rotate_prompts(rows, args.prompts_per_iteration, 1, seed)]
     samples = sample_and_score(policy, sft_path, tokenizer, judge or load_judge(reward_path), prompts, args, seed + 1)
     write_jsonl(final_dir / "samples.jsonl", samples)
     final = {"iteration": "final", "policy_after_iterations": args.iterations, "policy": policy,
@@ -602,7 +593,7 @@ def run_iteration(iteration: int, it_dir: Path, previous: str | None, rows: list
     started = time.perf_counter()
     it_dir.mkdir(parents=True, exist_ok=True)
     seed = training_args.seed + iteration
-    prompts = [r["prompt"] for r in iteration_prompts(rows, args.prompts_per_iteration, iteration, training_args.seed)]
+    prompts = [r["prompt"] for r in rotate_prompts(rows, args.prompts_per_iteration, iteration, training_args.seed)]
     samples_file = it_dir / "samples.jsonl"
     if samples_file.is_file():  # an interrupted iteration: the samples and their scores are kept
         samples = read_jsonl(samples_file)

@@ -13,7 +13,6 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from rlhf.constraints import validate_constraint
 from rlhf.errors import RlhfError
 
 SPLITS = ("train", "heldout")
@@ -31,6 +30,7 @@ def load_prompt_set(split: str | None = None, path: str | Path | None = None) ->
     if not path.is_file():
         raise RlhfError(f"prompt set not found: {path} (run scripts/make_prompt_set.py)")
     from rlhf.data import read_rows
+    from rlhf.prompts import check_constraints
 
     rows = []
     for where, row in read_rows(path):
@@ -40,11 +40,7 @@ def load_prompt_set(split: str | None = None, path: str | Path | None = None) ->
             raise RlhfError(f"{where}: field 'split' must be one of {SPLITS}, got {row.get('split')!r}")
         if not isinstance(row.get("constraints"), list):
             raise RlhfError(f"{where}: field 'constraints' must be a list")
-        for c in row["constraints"]:
-            try:
-                validate_constraint(c)
-            except RlhfError as exc:
-                raise RlhfError(f"{where}: field 'constraints': {exc}") from None
+        check_constraints(row["constraints"], where)
         if split is None or row["split"] == split:
             rows.append(row)
     return rows

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,23 +70,38 @@ def check_prompt(row: dict[str, Any], where: str) -> None:
                         f"got {type(prompt).__name__ if prompt is not None else 'nothing'}")
 
 
-def check_row(row: dict[str, Any], where: str) -> None:
+def check_constraints(constraints: Any, where: str) -> None:
+    """A row's optional `constraints`: a list of valid constraints (rlhf.constraints), or absent."""
     from rlhf.constraints import validate_constraint
 
+    if constraints is None:
+        return
+    if not isinstance(constraints, list):
+        raise RlhfError(f"{where}: field 'constraints' must be a list")
+    for c in constraints:
+        try:
+            validate_constraint(c)
+        except RlhfError as exc:
+            raise RlhfError(f"{where}: field 'constraints': {exc}") from None
+
+
+def check_row(row: dict[str, Any], where: str) -> None:
     check_prompt(row, where)
     if "id" in row and row["id"] is not None and (isinstance(row["id"], bool) or not isinstance(row["id"], (str, int))):
         raise RlhfError(f"{where}: field 'id' must be a string or an integer")
     if row.get("split") is not None and row["split"] not in SPLITS:
         raise RlhfError(f"{where}: field 'split' must be one of {SPLITS}, got {row['split']!r}")
-    constraints = row.get("constraints")
-    if constraints is not None:
-        if not isinstance(constraints, list):
-            raise RlhfError(f"{where}: field 'constraints' must be a list")
-        for c in constraints:
-            try:
-                validate_constraint(c)
-            except RlhfError as exc:
-                raise RlhfError(f"{where}: field 'constraints': {exc}") from None
+    check_constraints(row.get("constraints"), where)
+
+
+def rotate_prompts(rows: list[dict], n: int, turn: int, seed: int) -> list[dict]:
+    """The prompts of turn `turn` (from 1: a loop round, an onpolicy iteration): a seeded shuffle, taken n at a
+    time, wrapping around; n <= 0 takes them all."""
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n = min(n, len(rows)) if n > 0 else len(rows)
+    start = (turn - 1) * n
+    return [rows[order[(start + i) % len(rows)]] for i in range(n)]
 
 
 def load_loop_prompts(path: str | Path | None, heldout_fraction: float = 0.1) -> LoopPrompts:

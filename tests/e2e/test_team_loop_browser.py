@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.conftest import CHROMIUM_ARGS, PASSWORD  # noqa: F401 - PASSWORD: the annotators' password
+from tests.e2e.conftest import PASSWORD
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

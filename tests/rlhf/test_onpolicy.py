@@ -4,11 +4,14 @@ import json
 from pathlib import Path
 
 import pytest
+
 import torch
 
 from rlhf.cli import main as cli
-from rlhf.onpolicy import build_pairs, iteration_prompts, select_pairs_by_reward
+from rlhf.onpolicy import build_pairs, select_pairs_by_reward
+from rlhf.prompts import rotate_prompts as iteration_prompts
 from rlhf.runs import read_metrics
+from tests.rlhf.conftest import write_reward_folder
 
 
 # --- which pairs are kept: hand-computed ------------------------------------------------------------------
@@ -57,26 +60,6 @@ def test_iteration_prompts_rotate_through_the_file():
 
 
 # --- the stage on a tiny model ------------------------------------------------------------------------------
-
-
-def write_reward_folder(tiny_model: str, out: Path, accuracy: float | None) -> str:
-    """A reward model folder as `rlhf reward --use_peft false` leaves it (random head), with its summary.json."""
-    from transformers import AutoTokenizer
-
-    from rlhf.reward import build_reward_model
-
-    tok = AutoTokenizer.from_pretrained(tiny_model)
-    build_reward_model(tiny_model, tok.pad_token_id).save_pretrained(out)
-    tok.save_pretrained(out)
-    if accuracy is not None:
-        (out / "summary.json").write_text(json.dumps({"heldout_accuracy": accuracy, "heldout_rows": 20,
-                                                      "heldout_source": "eval_file labels/preferences/test"}))
-    return str(out)
-
-
-@pytest.fixture(scope="module")
-def reward_folder(tiny_model, tmp_path_factory) -> str:
-    return write_reward_folder(tiny_model, tmp_path_factory.mktemp("rm") / "reward", accuracy=0.75)
 
 
 def write_prompts(path: Path) -> Path:
