@@ -1,5 +1,5 @@
 """A light install: `pip install` of the project without extras is the labeler alone, with no torch,
-transformers or TRL (pyproject.toml; DESIGN.md's boundary), and its `labeler` command works.
+transformers or TRL (pyproject.toml; the boundary tests/test_boundary.py checks), and its `labeler` command works.
 
 Builds and installs the project into a fresh virtual environment from a copy of its sources (so the
 working tree gets no build/ folder), with pip's configured indexes. It needs those to be local (this

@@ -3,10 +3,12 @@ project, upload a tasks file (a bad one first: its lines are listed and nothing 
 annotator and make an API token; then the annotator logs in and sees the task. The audit log shows it all."""
 
 import json
-import sqlite3
 import urllib.request
 
 import pytest
+from sqlalchemy import func, select
+
+from labeler.models import ApiToken, Task, User
 
 from .conftest import PASSWORD
 
@@ -16,7 +18,7 @@ TASKS = [{"prompt": f"Name a colour number {i}", "responses": [{"text": f"red {i
          for i in range(2)]
 
 
-def test_a_new_admin_sets_up_a_project_in_the_browser_only(page, browser, server, seed, login, db_file, tmp_path):
+def test_a_new_admin_sets_up_a_project_in_the_browser_only(page, browser, server, seed, login, db, tmp_path):
     seed(users=[("root", "admin")])  # the one account made outside the browser: the first admin
     login(page, server, "root")
     page.click("nav.topnav >> text=Admin")
@@ -41,8 +43,8 @@ def test_a_new_admin_sets_up_a_project_in_the_browser_only(page, browser, server
     page.wait_for_selector(".line-errors li")
     assert page.get_attribute(".line-errors li", "data-line") == "2"
     assert "bad.jsonl:2: field 'responses'" in page.inner_text(".line-errors")
-    with sqlite3.connect(db_file) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM task").fetchone() == (0,)
+    with db.read() as session:
+        assert session.scalar(select(func.count(Task.id))) == 0
 
     good = tmp_path / "tasks.jsonl"
     good.write_text("".join(json.dumps(t) + "\n" for t in TASKS))
@@ -67,9 +69,9 @@ def test_a_new_admin_sets_up_a_project_in_the_browser_only(page, browser, server
     page.click("#token-form button[type=submit]")
     token = page.input_value("#new-token")
     assert token.startswith("lbl_")
-    with sqlite3.connect(db_file) as conn:
-        owners = conn.execute('SELECT u.username, t.name FROM api_token t JOIN "user" u ON u.id = t.user_id').fetchall()
-    assert owners == [("ann", "ann's script")]
+    with db.read() as session:
+        owners = session.execute(select(User.username, ApiToken.name).join(ApiToken, ApiToken.user_id == User.id)).all()
+    assert [tuple(o) for o in owners] == [("ann", "ann's script")]
     request = urllib.request.Request(f"{server}/api/v1/projects/colours/stats", headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=10) as response:
         assert json.load(response)["you"]["remaining"] == 2  # ann's view of the project
