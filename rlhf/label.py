@@ -71,12 +71,16 @@ class LabelerServer:
     """The labeler app on a free loopback port in a background thread, for the simulated annotators."""
 
     def __init__(self, database_url: str):
-        from werkzeug.serving import make_server
+        from werkzeug.serving import WSGIRequestHandler, make_server
 
         from labeler.app import create_app
 
+        class QuietHandler(WSGIRequestHandler):
+            def log_request(self, *args, **kwargs):  # one line per request would bury the loop's own progress
+                pass
+
         app = create_app({"DATABASE_URL": database_url, "SECRET_KEY": secrets.token_hex(32)})
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
