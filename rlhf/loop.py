@@ -490,7 +490,7 @@ def print_table(summary: dict[str, Any], report) -> None:
     print()
     print(f"{'policy':<9} {'pass (prompt) [95% CI]':>24} {'pass (instr.)':>14} {'win vs base [95% CI]':>24} "
           f"{'KL to base':>11} {'length':>7}")
-    for name in policies:
+    for name in [n for n in ("base", "previous", "sft", "final") if n in policies]:
         p = policies[name]
         kl = p.get("kl_to_reference")
         print(f"{name:<9} {fmt_ci(p.get('pass_rate_prompt'), p.get('pass_rate_prompt_ci')):>24} "
