@@ -48,6 +48,7 @@ def arena_tasks(prompts: list, responses: dict[str, list[str]], pairs: list[tupl
     (constraints, ids) next to the arena's own {"policy", "opponent"}.
     """
     tasks = []
+    metas = metas or [{}] * len(prompts)
     for a, b in pairs:
         for name in (a, b):
             if len(responses.get(name, [])) != len(prompts):
@@ -58,7 +59,7 @@ def arena_tasks(prompts: list, responses: dict[str, list[str]], pairs: list[tupl
             digest = hashlib.sha256(json.dumps([prompt, a, b], sort_keys=True).encode()).digest()
             if digest[0] % 2:
                 sides.reverse()
-            meta = dict((metas or [{}] * len(prompts))[i] or {})
+            meta = dict(metas[i] or {})
             meta["arena"] = {"policy": a, "opponent": b}
             tasks.append({"prompt": prompt, "responses": [{"text": t, "model": n} for n, t in sides], "meta": meta})
     return tasks

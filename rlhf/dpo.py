@@ -13,7 +13,6 @@ figures when `eval_file` or `test_fraction` is given.
 
 from __future__ import annotations
 
-from pathlib import Path
 from dataclasses import dataclass, field
 
 from rlhf.config import StageArguments
@@ -47,8 +46,8 @@ def mean(values: list[float]) -> float | None:
 def build_trainer(model, tokenizer, training_args, train, evaluation, peft_config, start_path: str, callbacks: list):
     """TRL's DPOTrainer on `model`; with `peft_config` a fresh LoRA whose reference is the adapter disabled.
 
-    The new adapter applies to the merged start model, i.e. the input folder `start_path` (load_causal_lm
-    merges adapter chains recursively), not to the original base: its adapter_config.json says so.
+    The new adapter applies to the merged start model, the input folder `start_path`: load_causal_lm names the
+    model it returns by that folder's absolute path, and PEFT copies the name into adapter_config.json.
     Used by `rlhf dpo` and, once per iteration, by `rlhf onpolicy`.
     """
     from trl import DPOTrainer
@@ -63,8 +62,6 @@ def build_trainer(model, tokenizer, training_args, train, evaluation, peft_confi
         peft_config=peft_config,
         callbacks=callbacks,
     )
-    if peft_config is not None:
-        trainer.model.peft_config["default"].base_model_name_or_path = str(Path(start_path).resolve())
     return trainer
 
 

@@ -223,10 +223,10 @@ def interval_figures(recs: list[dict[str, Any]], reference_recs: list[dict[str, 
     out.update(length_controlled_figures(points, [r["tokens"] - q["tokens"] for r, q in zip(recs, reference_recs)]))
     met = [r["constraints_met"] for r in recs if r.get("constraints_met")]
     if met:
-        out["pass_rate_prompt_ci"] = bootstrap_ci([float(all(m)) for m in met])
+        new = [float(all(m)) for m in met]
+        old = [float(all(r["constraints_met"])) for r in reference_recs if r.get("constraints_met")]
+        out["pass_rate_prompt_ci"] = bootstrap_ci(new)
         out["pass_rate_instruction_ci"] = bootstrap_ci(met, lambda ms: sum(map(sum, ms)) / sum(map(len, ms)))
-        ref_met = [r["constraints_met"] for r in reference_recs if r.get("constraints_met")]
-        new, old = [float(all(m)) for m in met], [float(all(m)) for m in ref_met]
         out["pass_rate_prompt_delta"] = sum(new) / len(new) - sum(old) / len(old)
         out["pass_rate_prompt_delta_ci"] = paired_bootstrap_ci(new, old)
     return out

@@ -42,15 +42,24 @@ def push_tasks(db, project_name: str, tasks: list[dict], k: int, overlap: int, k
         return import_tasks(session, project, checked, source="rlhf loop")
 
 
+def existing_project(session, project_name: str):
+    """The labeler's project called `project_name`, or None where there is none yet (a round not pushed)."""
+    from labeler.errors import LabelerError
+    from labeler.projects import find_project
+
+    try:
+        return find_project(session, project_name)
+    except LabelerError:
+        return None
+
+
 def labelling_progress(db, project_name: str) -> dict[str, Any] | None:
     """count_project's figures plus {"by_annotator": {name: annotations}}; None when the project does not exist."""
-    from labeler.errors import LabelerError
-    from labeler.projects import annotations_by_annotator, count_project, find_project
+    from labeler.projects import annotations_by_annotator, count_project
 
     with db.read() as session:
-        try:
-            project = find_project(session, project_name)
-        except LabelerError:
+        project = existing_project(session, project_name)
+        if project is None:
             return None
         return count_project(session, project) | {"by_annotator": annotations_by_annotator(session, project)}
 
@@ -116,12 +125,7 @@ def export_labels(db, project_name: str, out: Path, test_fraction: float) -> dic
 def arena_summary(db, project_name: str) -> dict[str, Any] | None:
     """Win rates and Bradley-Terry scores of an arena project's votes so far; None when there is no such project."""
     from labeler.arena import arena_results, arena_votes
-    from labeler.errors import LabelerError
-    from labeler.projects import find_project
 
     with db.read() as session:
-        try:
-            project = find_project(session, project_name)
-        except LabelerError:
-            return None
-        return arena_results(arena_votes(session, project))
+        project = existing_project(session, project_name)
+        return None if project is None else arena_results(arena_votes(session, project))

@@ -478,9 +478,9 @@ def print_status(args: LoopArguments, out: Path) -> int:
 
 
 def fmt_ci(value: Any, ci: Any, spec: str = ".3f") -> str:
-    if not isinstance(value, (int, float)):
-        return "-"
-    return f"{value:{spec}} [{ci[0]:{spec}}, {ci[1]:{spec}}]" if ci else f"{value:{spec}}"
+    from rlhf.reward import format_ci
+
+    return f"{value:{spec}}{format_ci(ci)}" if isinstance(value, (int, float)) else "-"
 
 
 def print_table(summary: dict[str, Any], report) -> None:
