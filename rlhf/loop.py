@@ -122,8 +122,14 @@ def log(message: str) -> None:
 
 
 def run_stage(stage: str, config: str | None, overrides: dict[str, Any]) -> Path:
-    """Run one stage through its own `main` (the same path as the CLI); skip it when already complete."""
+    """Run one stage through its own `main` (the same path as the CLI); skip it when already complete.
+
+    The stage's seconds and peak resident memory go to <output_dir>/resources.json (rlhf.resources), and the
+    memory it leaves behind is handed back before the next stage loads its models.
+    """
     import importlib
+
+    from rlhf.resources import expected_seconds, format_seconds, measure, remember_seconds
 
     out = Path(overrides["output_dir"])
     if (out / "summary.json").is_file():
@@ -136,12 +142,29 @@ def run_stage(stage: str, config: str | None, overrides: dict[str, Any]) -> Path
         argv.append(f"--{key}")
         argv += [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
     log(f"{stage}: rlhf {stage} {' '.join(argv)}")
-    started = time.time()
-    code = importlib.import_module(f"rlhf.{stage}").main(argv)
+    key = f"{stage}:{Path(config).parent.name}/{Path(config).stem}" if config else f"{stage}:defaults"
+    expected = expected_seconds(key)
+    if expected:
+        log(f"{stage}: expected to take about {format_seconds(expected)} (its last run on this machine)")
+    record: dict[str, Any] = {"stage": stage}
+    with measure(record):
+        code = importlib.import_module(f"rlhf.{stage}").main(argv)
     if code:
         raise RlhfError(f"stage {stage} failed with exit code {code} ({out})")
-    log(f"{stage}: finished in {time.time() - started:.0f} s")
+    remember_seconds(key, record["seconds"])
+    (out / "resources.json").write_text(json.dumps(record, indent=2))
+    log(f"{stage}: finished in {format_seconds(record['seconds'])}, peak memory {record['peak_rss_gb']} GB")
     return out
+
+
+def stage_resources(rdir: Path) -> dict[str, dict[str, Any]]:
+    """Each stage's resources.json in a round folder: where the round's time and memory went."""
+    found = {}
+    for stage in STAGE_KEYS:
+        path = rdir / stage / "resources.json"
+        if path.is_file():
+            found[stage] = {k: v for k, v in json.loads(path.read_text()).items() if k != "stage"}
+    return found
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -307,6 +330,7 @@ def run_round(args: LoopArguments, out: Path, round_no: int, policy: str, base: 
         "labels_export": {"id": export_meta.get("id"), "content_hash": export_meta.get("content_hash"),
                           "counts": export_meta.get("counts"), "path": str(labels)},
         "stages": {s: str(rdir / s) for s in STAGE_KEYS if (rdir / s).is_dir()},
+        "resources": stage_resources(rdir),
         "export": str(export_dir),
         "final": str(final),
         "reward_accuracy": reward_summary["heldout_accuracy"],
@@ -425,6 +449,11 @@ def run_summary(state: dict[str, Any], db, database_url: str, prompts: dict[str,
         "reward_accuracy_ci": last.get("reward_accuracy_ci"),
         "reward_accuracy_by_source": last.get("reward_accuracy_by_source"),
         "seconds": round(state["seconds"], 1),
+        # where the time and memory went: each stage of the last round, and the run's largest stage peak
+        "stage_seconds": {stage: r.get("seconds") for stage, r in last.get("resources", {}).items()},
+        "stage_peak_rss_gb": {stage: r.get("peak_rss_gb") for stage, r in last.get("resources", {}).items()},
+        "peak_rss_gb": max((r.get("peak_rss_gb") or 0 for rnd in state["rounds"]
+                            for r in rnd.get("resources", {}).values()), default=None) or None,
         "prompts": prompts,
         "rounds": state["rounds"],
         "export": str(out / "export"),
@@ -515,4 +544,10 @@ def print_table(summary: dict[str, Any], report) -> None:
                       f"{pair['both_bad']} both bad)")
         if not arena["votes"]:
             print(f"arena: no votes yet in project {arena['project']}")
+    if summary.get("stage_seconds"):
+        from rlhf.resources import format_seconds
+
+        print("time (peak memory) by stage: " + ", ".join(
+            f"{stage} {format_seconds(sec)} ({summary['stage_peak_rss_gb'].get(stage)} GB)"
+            for stage, sec in summary["stage_seconds"].items() if sec is not None))
     print(f"seconds: {summary['seconds']:.0f}   export: {summary['export']}   report: {report or '-'}")

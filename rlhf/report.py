@@ -271,7 +271,7 @@ def render_rounds(summary: dict[str, Any], rounds: list[tuple[int, Path]]) -> st
         parts.append(render_table(keys, [[fmt(r.get(k)) for k in keys] for r in records]))
     for r, folder in rounds:
         rows = []
-        for stage in ("generate", "sft", "reward", "dpo", "rl", "eval"):
+        for stage in ("generate", "sft", "reward", "dpo", "rl", "onpolicy", "eval", "export"):
             stage_dir = folder / stage
             if not stage_dir.is_dir():
                 continue
@@ -284,12 +284,14 @@ def render_rounds(summary: dict[str, Any], rounds: list[tuple[int, Path]]) -> st
                             for k in ("train_runtime_s", "seconds", "train_runtime")
                             if isinstance(source.get(k), (int, float))), None)
             labels = (read_json(stage_dir / "run.json") or {}).get("labels_export") or {}
+            used = read_json(stage_dir / "resources.json") or {}  # the loop's measurement: whole stage, load to save
             rows.append([stage, fmt(max(steps) if steps else None), fmt(losses[0] if losses else None),
-                         fmt(losses[-1] if losses else None), fmt(seconds), fmt(labels.get("content_hash"))])
+                         fmt(losses[-1] if losses else None), fmt(seconds), fmt(used.get("seconds")),
+                         fmt(used.get("peak_rss_gb")), fmt(labels.get("content_hash"))])
         if rows:
             parts.append(f"<h3>Round {r}</h3>\n")
-            parts.append(render_table(["stage", "steps", "first loss", "last loss", "seconds", "trained on labels"],
-                                      rows))
+            parts.append(render_table(["stage", "steps", "first loss", "last loss", "train seconds", "stage seconds",
+                                       "peak memory (GB)", "trained on labels"], rows))
     return "".join(parts)
 
 
@@ -298,7 +300,7 @@ def round_cells(record: dict[str, Any]) -> dict[str, Any]:
     The nested eval figures and the stage folders have their own sections, so they are left out here."""
     cells: dict[str, Any] = {}
     for key, value in record.items():
-        if isinstance(value, dict) and key not in ("eval", "stages"):
+        if isinstance(value, dict) and key not in ("eval", "stages", "resources"):
             cells.update({f"{key}.{k}": v for k, v in value.items() if not isinstance(v, (dict, list))})
         elif not isinstance(value, (dict, list)):
             cells[key] = value

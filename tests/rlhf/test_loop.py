@@ -35,6 +35,14 @@ def test_two_rounds_chain_policies_and_trace_labels(tiny_model, tmp_path, monkey
         assert pair["win_rate_ci"][0] <= pair["win_rate"] <= pair["win_rate_ci"][1]
     assert set(arena["bradley_terry"]) == {"final", "base", "previous"}
     assert "previous" in summary["rounds"][1]["eval"]["policies"]  # round 2 also evaluates round 1's policy
+    # Where the time and memory went: every stage of the last round, measured by the loop itself.
+    assert set(summary["stage_seconds"]) == {"generate", "sft", "reward", "dpo", "eval", "export"}
+    assert all(s > 0 for s in summary["stage_seconds"].values())
+    assert all(0.05 < gb < 64 for gb in summary["stage_peak_rss_gb"].values())
+    assert summary["peak_rss_gb"] == max(max(r["peak_rss_gb"] for r in rnd["resources"].values())
+                                         for rnd in summary["rounds"])
+    assert json.loads((out / "round-2" / "sft" / "resources.json").read_text())["seconds"] == \
+        summary["stage_seconds"]["sft"]
 
     # Lineage: round 2 samples from round 1's exported policy, and round 1 from the base model.
     gen1 = yaml.safe_load((out / "round-1" / "generate" / "config.yaml").read_text())
