@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     model_path = resolve_model_path(model_args.model_name_or_path)
     peft_config = lora_config(model_args, args, model_path, source)  # checked before any run folder exists
     train = load_preferences(args.train_file)
-    evaluation = load_preferences(args.eval_file) if args.eval_file else None
+    evaluation = load_preferences(args.eval_file, split="test") if args.eval_file else None
     if evaluation is None:
         train, evaluation = split_train_test(train, args.test_fraction, seed=training_args.seed)
     train = sample_rows(train, args, training_args.seed, source)

@@ -304,7 +304,7 @@ def run_round(args: LoopArguments, out: Path, round_no: int, policy: str, base: 
         "policy": policy,
         "project": project,
         "arena_project": arena,
-        "labels_export": {"id": export_meta.get("id"), "content_hash": export_meta.get("content_hash"),
+        "labels": {"id": export_meta.get("id"), "content_hash": export_meta.get("content_hash"),
                           "counts": export_meta.get("counts"), "path": str(labels)},
         "stages": {s: str(rdir / s) for s in STAGE_KEYS if (rdir / s).is_dir()},
         "export": str(export_dir),
