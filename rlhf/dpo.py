@@ -23,9 +23,11 @@ STAGE = "dpo"
 @dataclass
 class DpoArguments(StageArguments):
     train_file: str | None = field(
-        default=None, metadata={"help": "JSONL/Parquet/datasets folder of preferences: prompt?, chosen, rejected."}
+        default=None, metadata={"help": "JSONL, Parquet, a `datasets` folder or a labels folder (its preferences train "
+                                       "split): prompt?, chosen, rejected."}
     )
-    eval_file: str | None = field(default=None, metadata={"help": "Optional held-out preferences, same format."})
+    eval_file: str | None = field(default=None, metadata={"help": "Optional held-out preferences, same format (of a "
+                                                                 "DatasetDict or labels folder: its test split)."})
     test_fraction: float = field(
         default=0.0,
         metadata={"help": "Without eval_file: hold out this share of train_file's prompts (a prompt's rows stay "

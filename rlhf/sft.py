@@ -21,9 +21,11 @@ STAGE = "sft"
 @dataclass
 class SftArguments(StageArguments):
     train_file: str | None = field(
-        default=None, metadata={"help": "JSONL/Parquet/datasets folder: prompt + completion, or messages."}
+        default=None, metadata={"help": "JSONL, Parquet, a `datasets` folder or a labels folder (its sft train split): "
+                                       "prompt + completion, or messages."}
     )
-    eval_file: str | None = field(default=None, metadata={"help": "Optional held-out file in the same format."})
+    eval_file: str | None = field(default=None, metadata={"help": "Optional held-out data in the same format (of a "
+                                                                 "DatasetDict or labels folder: its test split)."})
     test_fraction: float = field(
         default=0.0,
         metadata={"help": "Without eval_file: hold out this share of train_file's prompts (a prompt's rows stay "

@@ -148,3 +148,38 @@ def test_two_labels_sets_in_one_file_are_both_named(tmp_path):
     assert sorted((x["id"], x["content_hash"]) for x in found) == sorted(
         (r["id"], r["content_hash"]) for r in (first, second))
     assert sum(x["rows"] for x in found) == len(both)
+
+
+def test_copied_labels_carry_their_provenance_into_summaries_and_the_model_card(tiny_model, labels_folder, tmp_path):
+    """A labels folder copied elsewhere (no export.json above the files the stages read) still names its labels
+    in the sft, reward and dpo summaries and in the exported model card."""
+    from rlhf.cli import main as cli
+
+    copy = tmp_path / "moved" / "round-labels"
+    shutil.copytree(labels_folder["path"], copy)
+    (copy / "export.json").unlink()  # nothing to find by walking up: the provenance must come from the rows
+    common = ["--max_steps", "1", "--per_device_train_batch_size", "2", "--learning_rate", "1e-3", "--max_length", "48"]
+    runs = tmp_path / "runs"
+    assert cli(["sft", "--model_name_or_path", tiny_model, "--train_file", str(copy / "sft" / "train"),
+                "--output_dir", str(runs / "sft"), *common]) == 0
+    assert cli(["reward", "--model_name_or_path", str(runs / "sft"), "--train_file", str(copy / "preferences"),
+                "--eval_file", str(copy), "--output_dir", str(runs / "reward"), *common]) == 0
+    assert cli(["dpo", "--model_name_or_path", str(runs / "sft"), "--train_file", str(copy),
+                "--output_dir", str(runs / "dpo"), *common]) == 0
+    counts = labels_folder["counts"]
+    for stage, rows in (("sft", counts["sft"]["train"]), ("reward", counts["pairs"]["train"]), ("dpo", counts["pairs"]["train"])):
+        summary = json.loads((runs / stage / "summary.json").read_text())
+        [labels] = summary["labels"]
+        assert (labels["id"], labels["content_hash"], labels["rows"]) == (labels_folder["id"], labels_folder["content_hash"], rows), stage
+    reward = json.loads((runs / "reward" / "summary.json").read_text())
+    # the held-out pairs came from the labels folder's test split, with their sources
+    assert reward["heldout_rows"] == counts["pairs"]["test"]
+    assert sum(v["pairs"] for v in reward["heldout_accuracy_by_source"].values()) == counts["pairs"]["test"]
+
+    assert cli(["export", "--model_name_or_path", str(runs / "dpo"), "--output_dir", str(runs / "export"),
+                "--reward_model_path", str(runs / "reward"), "--max_new_tokens", "2"]) == 0
+    card = (runs / "export" / "README.md").read_text()
+    h = labels_folder["content_hash"]
+    assert f"| 1 | sft | {labels_folder['id']} | `{h}` | {counts['sft']['train']} (top_ranked {counts['sft']['train']}) |" in card
+    assert f"| 2 | dpo | {labels_folder['id']} | `{h}` | {counts['pairs']['train']} (ranked {counts['pairs']['train']}) |" in card
+    assert f"Trained on labels {labels_folder['id']} (`{h}`): {counts['pairs']['train']}" in card
