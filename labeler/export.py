@@ -361,6 +361,8 @@ def write_dataset_card(folder: Path, meta: dict) -> None:
         "```python", "from datasets import load_dataset", "",
         "preferences = load_dataset(\"path/to/this/folder\")          # prompt, chosen, rejected + provenance",
         "sft = load_dataset(\"path/to/this/folder\", \"sft\")           # prompt, completion + provenance", "```", "",
+        "`load_dataset` caches by the folder's name and this card, not by the files: to load a second folder of the "
+        "same name, pass `download_mode=\"force_redownload\"`.", "",
         "| config | train | test |", "|---|---|---|",
         f"| preferences | {counts['pairs']['train']} | {counts['pairs']['test']} |",
         f"| sft | {counts['sft']['train']} | {counts['sft']['test']} |", "",
