@@ -7,7 +7,7 @@
 The folder it writes:
 
     preferences/        datasets.DatasetDict (train, test): prompt, chosen, rejected + provenance
-    preferences.jsonl   the same rows with a `split` field
+    preferences.jsonl   the same rows with a `split` field (without labels_id and labels_hash: the hash covers them)
     sft/  sft.jsonl     prompt, completion (+ provenance, `source`: "top_ranked" or "edited")
     annotations.jsonl   every raw annotation of the project (ranking by response id, display order,
                         scores, rationale, edit, seconds, timestamps)
@@ -22,7 +22,9 @@ user message), `chosen`, `rejected` and `completion` are one assistant message e
 columns: task_id, prompt_id, chosen_response_id, rejected_response_id, annotation_ids and annotators
 (the annotations that ranked both responses, and their usernames), agreement (the share of those
 annotations whose ranking has the exported direction; a tie counts against) and simulated (any of
-them from a simulated annotator).
+them from a simulated annotator). The typed datasets (preferences/, sft/ and the Parquet files) also carry
+`labels_id` and `labels_hash` on every row: this export's id and content hash, so a copy of the folder, or of
+one split, still says which labels it holds (rlhf's stages record them in run.json and summary.json).
 
 How labels become pairs, per task:
 1. Filters first. `min_gold_accuracy` drops every annotation of an annotator whose gold accuracy
@@ -296,19 +298,21 @@ def dataset_features(kind: str):
     from datasets import Features, List, Value
 
     messages = List({"role": Value("string"), "content": Value("string")})
-    common = {"prompt": messages, "task_id": Value("int64"), "prompt_id": Value("int64"), "annotation_ids": List(Value("int64")), "annotators": List(Value("string")), "simulated": Value("bool")}
+    common = {"prompt": messages, "task_id": Value("int64"), "prompt_id": Value("int64"), "annotation_ids": List(Value("int64")), "annotators": List(Value("string")), "simulated": Value("bool"),
+              "labels_id": Value("int64"), "labels_hash": Value("string")}
     if kind == "preferences":
         return Features(common | {"chosen": messages, "rejected": messages, "chosen_response_id": Value("int64"), "rejected_response_id": Value("int64"), "agreement": Value("float64"), "source": Value("string")})
     return Features(common | {"completion": messages, "response_id": Value("int64"), "source": Value("string")})
 
 
-def save_dataset(rows: list[dict], kind: str, path: Path) -> None:
+def save_dataset(rows: list[dict], kind: str, path: Path, provenance: dict) -> None:
+    """The rows as a typed DatasetDict (train, test), each row with `provenance` (labels_id, labels_hash)."""
     from datasets import Dataset, DatasetDict
 
     features = dataset_features(kind)
     parts = {}
     for split in ("train", "test"):
-        records = [{k: row[k] for k in features} for row in rows if row["split"] == split]
+        records = [{k: (row | provenance)[k] for k in features} for row in rows if row["split"] == split]
         # from_list cannot build an empty dataset with a schema; from_dict can
         parts[split] = Dataset.from_list(records, features=features) if records else Dataset.from_dict({k: [] for k in features}, features=features)
     # one shard per split: datasets writes an empty split as zero shards, which load_from_disk cannot read
@@ -352,10 +356,13 @@ def write_dataset_card(folder: Path, meta: dict) -> None:
     body = [
         f"# {meta['project']}: labels, export {meta['id']}", "",
         f"Written by `labeler export` on {meta['created_at']}; content hash (sha256 of the JSONL files) "
-        f"`{meta['content_hash']}`. Format: TRL's conversational one (message lists).", "",
+        f"`{meta['content_hash']}`. Format: TRL's conversational one (message lists). Every row carries "
+        f"`labels_id` ({meta['id']}) and `labels_hash` (the content hash): its provenance travels with it.", "",
         "```python", "from datasets import load_dataset", "",
         "preferences = load_dataset(\"path/to/this/folder\")          # prompt, chosen, rejected + provenance",
         "sft = load_dataset(\"path/to/this/folder\", \"sft\")           # prompt, completion + provenance", "```", "",
+        "`load_dataset` caches by the folder's name and this card, not by the files: to load a second folder of the "
+        "same name, pass `download_mode=\"force_redownload\"`.", "",
         "| config | train | test |", "|---|---|---|",
         f"| preferences | {counts['pairs']['train']} | {counts['pairs']['test']} |",
         f"| sft | {counts['sft']['train']} | {counts['sft']['test']} |", "",
@@ -419,18 +426,20 @@ def export_project(
             write_jsonl(votes, tmp / "votes.jsonl")
             (tmp / "arena.json").write_text(json.dumps(arena_results(votes), indent=2, sort_keys=True) + "\n")
             counts = dict(counts, votes=len(votes))
-        save_dataset(prefs, "preferences", tmp / "preferences")
-        save_dataset(sft, "sft", tmp / "sft")
-        save_parquet(tmp)
         content_hash = hash_content(tmp)
-        # The row and the folder commit together: the row gets its id, export.json records it, the
-        # folder is renamed into place, and only then does the transaction commit.
+        # The row and the folder commit together: the row gets its id, the datasets and export.json record
+        # it, the folder is renamed into place, and only then does the transaction commit. (The datasets are
+        # written inside the transaction because their rows carry the id.)
         with db.write() as session:
             check_out_dir(out)  # another export may have taken the folder meanwhile
             row = Export(project_id=project_id, created_by=created_by, filters=filters, counts=counts, content_hash=content_hash, path=str(out.resolve()), created_at=utcnow())
             session.add(row)
             session.flush()
             export_id = row.id
+            provenance = {"labels_id": export_id, "labels_hash": content_hash}
+            save_dataset(prefs, "preferences", tmp / "preferences", provenance)
+            save_dataset(sft, "sft", tmp / "sft", provenance)
+            save_parquet(tmp)
             record_event(session, "export_created", session.get(User, created_by) if created_by is not None else None,
                          target=f"project {project_label}", detail={"export_id": export_id, "content_hash": content_hash, **filters})
             meta = {

@@ -21,7 +21,7 @@ STAGES = {
     "eval": "compare policies on held-out prompts: reward, win rate, KL, length; plots",
     "arena": "blind A/B votes between checkpoints in the labeler; win rates and Bradley-Terry scores",
     "export": "merge LoRA, save a Hugging Face folder with tokenizer, chat template and model card",
-    "loop": "the closed loop: generate -> label -> export -> sft -> reward -> dpo/rl -> eval -> export",
+    "loop": "the closed loop: generate -> label -> labels -> sft -> reward -> dpo/rl -> eval -> export",
     "simulate": "simulated annotators: label a labeler project's tasks through its API",
 }
 

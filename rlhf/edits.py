@@ -2,7 +2,7 @@
 
 A careful annotator who ranks four answers that all miss "answer in lowercase" does not stop at ranking:
 they fix the best one (lower-case it, drop the commas, add the closing phrase) and submit the fix as the
-edited response, which the labeler's export turns into an SFT row (`source: "edited"`). The simulated
+edited response, which becomes an SFT row of the labels (`source: "edited"`). The simulated
 annotators (`rlhf simulate --edit`) do the same with the functions here: one fixer per constraint type
 that a person could apply without rewriting the answer, applied in a fixed order (cut, remove, add, wrap,
 change case), and the edit is kept only when the result meets every constraint:

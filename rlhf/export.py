@@ -20,7 +20,6 @@ checked by reloading the GGUF with transformers and comparing logits and greedy 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +83,7 @@ def trace_lineage(model_path: str, model_name: str) -> tuple[str, list[dict[str,
         config_file = folder / "config.yaml"
         config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
         stages.append({"stage": info.get("stage"), "folder": str(folder), "config_file": info.get("config_file"),
-                       "data_hash": info.get("data_hash"), "labels_export": info.get("labels_export"),
+                       "data_hash": info.get("data_hash"), "labels": info.get("labels") or [],
                        "config": config or {}})
         name = (config or {}).get("model_name_or_path")
         if not name:
@@ -179,13 +178,13 @@ def write_model_card(out: Path, base_model: str, stages: list[dict[str, Any]], e
              f"| 0 | base | `{base_model}` | | |"]
     for i, s in enumerate(stages, start=1):
         lines.append(f"| {i} | {s['stage']} | `{s['folder']}` | `{s['config_file'] or '-'}` | `{s['data_hash'] or '-'}` |")
-    labelled = [(i, s) for i, s in enumerate(stages, start=1) if s.get("labels_export")]
+    labelled = [(i, s, labels) for i, s in enumerate(stages, start=1) for labels in s.get("labels") or []]
     if labelled:
-        lines += ["", "## Labels", "", "Stages trained on labels from the labeler (`labeler export`), by their content hash:", "",
-                  "| # | stage | project | export id | content hash (sha256) |", "|---|---|---|---|---|"]
-        lines += [f"| {i} | {s['stage']} | {s['labels_export'].get('project')} | {s['labels_export'].get('id')} | "
-                  f"`{s['labels_export'].get('content_hash')}` |" for i, s in labelled]
-        lines += label_counts([s["labels_export"] for _, s in labelled])
+        lines += ["", "## Labels", "", "Stages trained on labels from the labeler, by the labels id and content hash "
+                  "their rows carry (`labels_id`, `labels_hash`):", "",
+                  "| # | stage | labels id | content hash (sha256) | rows (by source) |", "|---|---|---|---|---|"]
+        lines += [f"| {i} | {s['stage']} | {labels.get('id')} | `{labels.get('content_hash')}` | {label_rows(labels)} |"
+                  for i, s, labels in labelled]
     for i, s in enumerate(stages, start=1):
         key_values = {k: s["config"][k] for k in CARD_KEYS if k in s["config"]}
         lines += ["", f"### {i}. {s['stage']}", "", "| key | value |", "|---|---|"]
@@ -199,7 +198,9 @@ def write_model_card(out: Path, base_model: str, stages: list[dict[str, Any]], e
     if reward:
         lines += ["", "## Reward model", "", f"`reward/` holds the reward model of this run ({reward['source']}), merged: "
                   "`AutoModelForSequenceClassification.from_pretrained(\"<this folder>/reward\")`, one output, "
-                  "scoring a conversation through the chat template."]
+                  "scoring a conversation through the chat template."
+                  + "".join(f" Trained on labels {labels.get('id')} (`{labels.get('content_hash')}`): {label_rows(labels)} pairs."
+                            for labels in reward.get("labels") or [])]
     if gguf:
         lines += ["", "## GGUF (llama.cpp, Ollama)", "",
                   f"`{gguf['file']}` ({gguf['type']}, written by {gguf['converter']}) and an Ollama `Modelfile` with the "
@@ -210,22 +211,10 @@ def write_model_card(out: Path, base_model: str, stages: list[dict[str, Any]], e
     card.save(out / "README.md")
 
 
-def label_counts(exports: list[dict]) -> list[str]:
-    """One line per distinct export with what it holds (read from its export.json, when still on disk)."""
-    lines, seen = [], set()
-    for e in exports:
-        meta_file = Path(str(e.get("path") or "")) / "export.json"
-        if e.get("content_hash") in seen or not meta_file.is_file():
-            continue
-        seen.add(e.get("content_hash"))
-        counts = json.loads(meta_file.read_text()).get("counts", {})
-        sft, pairs = counts.get("sft_by_source") or {}, counts.get("pairs_by_source") or {}
-        lines += ["", f"Export {e.get('id')} (`{str(e.get('content_hash'))[:12]}`): {counts.get('annotations', '?')} "
-                      f"annotations on {counts.get('tasks', '?')} tasks; SFT rows: {sft.get('top_ranked', 0)} top-ranked, "
-                      f"{sft.get('edited', 0)} annotator-edited; preference pairs: {pairs.get('ranked', 0)} from rankings, "
-                      f"{pairs.get('edited', 0)} edit-over-candidate. Split train/test: pairs {counts.get('pairs')}, "
-                      f"SFT {counts.get('sft')}."]
-    return lines
+def label_rows(labels: dict[str, Any]) -> str:
+    """"9 (edited 3, ranked 6)": the rows a stage read from one labels set, by source when the rows say."""
+    by_source = labels.get("rows_by_source") or {}
+    return f"{labels.get('rows')}" + (f" ({', '.join(f'{src} {n}' for src, n in by_source.items())})" if by_source else "")
 
 
 def tokenizer_source(path: str) -> str:
@@ -271,8 +260,10 @@ def export_reward_model(path: str, out: Path, dtype: str, prompt: str) -> dict[s
     tolerance = 1e-4 if dtype == "float32" else 5e-2 * max(1.0, abs(expected))
     if abs(score - expected) > tolerance:
         raise RlhfError(f"{out}: the exported reward model scores {score:.6f}, the trained one {expected:.6f}")
+    from rlhf.runs import read_run_info
+
     return {"folder": str(out), "source": path, "check_response": response, "check_score": score,
-            "parameters": sum(p.numel() for p in reloaded.parameters())}
+            "parameters": sum(p.numel() for p in reloaded.parameters()), "labels": read_run_info(path).get("labels") or []}
 
 
 def main(argv: list[str] | None = None) -> int:

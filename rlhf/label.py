@@ -4,7 +4,7 @@
     push_tasks(db, "q-round-1", tasks, k=4, overlap=1)            # a project per round, get-or-create
     label_simulated(db, url, "q-round-1", annotators=1, ...)       # simulated accounts over the HTTP API
     labelling_progress(db, "q-round-1")                            # tasks labelled, needed, per annotator
-    export_labels(db, "q-round-1", "runs/q/round-1/labels")         # `labeler export`: pairs, SFT rows, hash
+    write_labels(db, "q-round-1", "runs/q/round-1/labels")          # `labeler export`: pairs, SFT rows, hash
 
 People label the same projects in the browser (`labeler serve`); the simulated annotators go through
 the same HTTP API as a person's browser, from a labeler server this module starts on a loopback port.
@@ -113,8 +113,9 @@ def label_simulated(db, database_url: str, project_name: str, annotators: int, e
         return run_simulation(server.url, project_name, tokens, error_rate=error_rate, seed=seed, edit=edit)
 
 
-def export_labels(db, project_name: str, out: Path, test_fraction: float) -> dict[str, Any]:
-    """`labeler export` of the project into `out` (once: an existing export is read back); its export.json."""
+def write_labels(db, project_name: str, out: Path, test_fraction: float) -> dict[str, Any]:
+    """The project's labels, written into `out` by `labeler export` (once: labels already there are read back);
+    their export.json (id, content hash, counts)."""
     from labeler.export import export_project
 
     if not (out / "export.json").is_file():

@@ -21,7 +21,7 @@ Each round r writes <output_dir>/round-<r>/:
                  annotators: human      - the loop pushes the tasks, prints how to serve the labeler and
                                           where annotators go, and exits 0; `--status` shows progress, and
                                           the same command again continues once the labels are in
-  labels/        the labeler's export of the project: preference pairs, SFT rows, raw annotations, hash
+  labels/        the project's labels (`labeler export`): preference pairs, SFT rows, raw annotations, hash
   sft/ reward/ dpo/ [rl/]   the stages, each from its config, chained here
   eval/          base (and the previous round's policy) vs SFT vs final on the held-out prompts: pass rates
                  where prompts carry constraints, reward-model win rate, KL, length; 95% bootstrap intervals
@@ -234,7 +234,7 @@ def run_round(args: LoopArguments, out: Path, round_no: int, policy: str, base: 
     the previous round's final adapter, so every adapter of the run folds onto the base model outside the run
     folder and the run stays loadable wherever it is copied.
     """
-    from rlhf.label import export_labels, label_simulated, labelling_progress, push_tasks
+    from rlhf.label import label_simulated, labelling_progress, push_tasks, write_labels
     from rlhf.prompts import rotate_prompts
     from rlhf.selection import select_pairs
 
@@ -274,9 +274,9 @@ def run_round(args: LoopArguments, out: Path, round_no: int, policy: str, base: 
 
     # 5. the labels: preference pairs and SFT rows, with their content hash
     labels = rdir / "labels"
-    export_meta = export_labels(db, project, labels, args.test_fraction)
-    counts = export_meta.get("counts", {})
-    log(f"labels: {export_meta['content_hash'][:12]}: pairs {counts.get('pairs')}, sft rows {counts.get('sft')}")
+    labels_meta = write_labels(db, project, labels, args.test_fraction)
+    counts = labels_meta.get("counts", {})
+    log(f"labels: {labels_meta['content_hash'][:12]}: pairs {counts.get('pairs')}, sft rows {counts.get('sft')}")
     if not counts.get("pairs", {}).get("train") or not counts.get("sft", {}).get("train"):
         raise RlhfError(f"round {round_no}: the labels of project {project} gave no training pairs or SFT rows "
                         f"({counts}); every candidate tied: raise k, or use prompts whose answers differ")
@@ -327,8 +327,8 @@ def run_round(args: LoopArguments, out: Path, round_no: int, policy: str, base: 
         "policy": policy,
         "project": project,
         "arena_project": arena,
-        "labels_export": {"id": export_meta.get("id"), "content_hash": export_meta.get("content_hash"),
-                          "counts": export_meta.get("counts"), "path": str(labels)},
+        "labels": {"id": labels_meta.get("id"), "content_hash": labels_meta.get("content_hash"),
+                          "counts": labels_meta.get("counts"), "path": str(labels)},
         "stages": {s: str(rdir / s) for s in STAGE_KEYS if (rdir / s).is_dir()},
         "resources": stage_resources(rdir),
         "export": str(export_dir),

@@ -11,7 +11,7 @@ What it reads; only the run folder itself is required, a missing part (no rl sta
     <run>/round-<r>/eval/summary.json        per-policy figures written by `rlhf eval` (rlhf.eval.run_eval)
     <run>/round-<r>/eval/responses.jsonl     one record per policy and prompt (lengths, example answers)
     <run>/round-<r>/onpolicy/summary.json    per_iteration figures and the held-out guard (`heldout`, `heldout_sft`)
-    <run>/round-<r>/labels/export.json       the labeler export that trained the round (content hash, counts)
+    <run>/round-<r>/labels/export.json       the labels that trained the round (id, content hash, counts)
 
 The headline table shows the last round that has an eval; curves overlay every round.
 """
@@ -283,11 +283,12 @@ def render_rounds(summary: dict[str, Any], rounds: list[tuple[int, Path]]) -> st
             seconds = next((source[k] for source in (stage_summary, *reversed(metrics))
                             for k in ("train_runtime_s", "seconds", "train_runtime")
                             if isinstance(source.get(k), (int, float))), None)
-            labels = (read_json(stage_dir / "run.json") or {}).get("labels_export") or {}
+            labels = (read_json(stage_dir / "run.json") or {}).get("labels") or []
             used = read_json(stage_dir / "resources.json") or {}  # the loop's measurement: whole stage, load to save
             rows.append([stage, fmt(max(steps) if steps else None), fmt(losses[0] if losses else None),
                          fmt(losses[-1] if losses else None), fmt(seconds), fmt(used.get("seconds")),
-                         fmt(used.get("peak_rss_gb")), fmt(labels.get("content_hash"))])
+                         fmt(used.get("peak_rss_gb")),
+                         fmt(", ".join(str(x.get("content_hash")) for x in labels) or None)])
         if rows:
             parts.append(f"<h3>Round {r}</h3>\n")
             parts.append(render_table(["stage", "steps", "first loss", "last loss", "train seconds", "stage seconds",
@@ -296,7 +297,7 @@ def render_rounds(summary: dict[str, Any], rounds: list[tuple[int, Path]]) -> st
 
 
 def round_cells(record: dict[str, Any]) -> dict[str, Any]:
-    """The loop's record of a round as flat cells: scalars, and one level into mappings (labels_export.id ...).
+    """The loop's record of a round as flat cells: scalars, and one level into mappings (labels.id ...).
     The nested eval figures and the stage folders have their own sections, so they are left out here."""
     cells: dict[str, Any] = {}
     for key, value in record.items():
@@ -392,7 +393,7 @@ def render_responses(eval_dir: Path, plot_dir: Path) -> str:
 
 
 def render_provenance(rounds: list[tuple[int, Path]]) -> str:
-    """Which labeler export (content hash, counts) trained each round: the model card cites the same hash."""
+    """Which labels (id, content hash, counts) trained each round: the model card cites the same hash."""
     parts = ["<h2>Labels provenance</h2>\n"]
     found = False
     for r, folder in rounds:
@@ -410,10 +411,10 @@ def render_provenance(rounds: list[tuple[int, Path]]) -> str:
             annotators = sorted({a for p in pairs for a in p.get("annotators") or []})
             rows.append(["pairs from simulated annotators", f"{sum(bool(p.get('simulated')) for p in pairs)} of {len(pairs)}"])
             rows.append(["annotators", ", ".join(annotators) or "–"])
-        parts.append(f"<h3>Round {r}: labeler export</h3>\n")
+        parts.append(f"<h3>Round {r}: labels</h3>\n")
         parts.append(render_table(["field", "value"], rows))
     if not found:
-        parts.append(note("No labeler export (labels/export.json) found in any round."))
+        parts.append(note("No labels (labels/export.json) found in any round."))
     return "".join(parts)
 
 

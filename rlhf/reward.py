@@ -45,21 +45,6 @@ class RewardArguments(StageArguments):
     )
 
 
-def to_conversational(row: dict[str, Any]) -> dict[str, Any]:
-    """A standard (string) pair with a prompt becomes messages, so the reward model sees the chat template.
-
-    The policy in `rlhf rl` and `rlhf eval` is prompted through the chat template; a reward model trained
-    on raw `prompt + chosen` strings would score text in a format it never sees at scoring time.
-    """
-    if isinstance(row.get("prompt"), str):
-        return {
-            "prompt": [{"role": "user", "content": row["prompt"]}],
-            "chosen": [{"role": "assistant", "content": row["chosen"]}],
-            "rejected": [{"role": "assistant", "content": row["rejected"]}],
-        }
-    return row
-
-
 def format_conversation(prompt: str | list | None, response: str | list) -> str | list:
     """The conversation a reward model scores: prompt turns then the response as the assistant turn."""
     if prompt is None:
@@ -276,9 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         raise RlhfError(f"{source}: key 'test_fraction' must be in [0, 1), got {args.test_fraction}")
     model_path = resolve_model_path(model_args.model_name_or_path)
     peft_config = lora_config(model_args, args, model_path, source)  # checked before any run folder exists
-    dataset = load_preferences(args.train_file).map(to_conversational)
+    dataset = load_preferences(args.train_file, conversational=True)
     if args.eval_file:
-        train_set, heldout = dataset, load_preferences(args.eval_file, extra=("source",)).map(to_conversational)
+        train_set, heldout = dataset, load_preferences(args.eval_file, extra=("source",), split="test", conversational=True)
         heldout_source = f"eval_file {args.eval_file}"
     else:
         train_set, heldout = split_train_test(dataset, args.test_fraction, seed=training_args.seed)

@@ -99,24 +99,14 @@ def truncate_metrics(output_dir: str | os.PathLike, keep: int, tags: dict[str, A
     return len(lines) - len(kept)
 
 
-def find_labels_export(data_path: str | os.PathLike | None) -> dict[str, Any] | None:
-    """If a data file lies inside a labeler export (a folder with export.json, up to two levels up),
-    the export's id, project and content hash: the link from a trained model back to its labels."""
-    if not data_path:
-        return None
-    path = Path(data_path).resolve()
-    for folder in [path, *list(path.parents)[:2]]:
-        meta = folder / "export.json"
-        if meta.is_file():
-            info = json.loads(meta.read_text())
-            return {"path": str(folder), "content_hash": info.get("content_hash"), "id": info.get("id"),
-                    "project": info.get("project")}
-    return None
-
-
 def prepare_run_dir(output_dir: str | os.PathLike, stage: str, config: dict[str, Any], data_hash: str | None,
                     config_path: str | None = None) -> Path:
-    """Create the stage folder and record what produced it (config, config file, data hash)."""
+    """Create the stage folder and record what produced it (config, config file, data hash, and the labels
+    its train_file's rows came from, read from their labels_id / labels_hash columns: rlhf.data.labels_provenance)."""
+    from rlhf.data import labels_provenance
+
+    train_file = config.get("train_file")
+    labels = labels_provenance(train_file, "sft" if stage == "sft" else "preferences") if train_file else None
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=True))
@@ -124,7 +114,7 @@ def prepare_run_dir(output_dir: str | os.PathLike, stage: str, config: dict[str,
         "stage": stage,
         "config_file": config_path,
         "data_hash": data_hash,
-        "labels_export": find_labels_export(config.get("train_file")),
+        "labels": labels,
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     (out / "run.json").write_text(json.dumps(run, indent=2))
@@ -149,6 +139,10 @@ def read_metrics(output_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def write_summary(output_dir: str | os.PathLike, summary: dict[str, Any]) -> Path:
+    """summary.json, atomically; a stage trained on labels gets their provenance from its run.json as "labels"."""
+    labels = read_run_info(output_dir).get("labels")
+    if labels and "labels" not in summary:
+        summary = {**summary, "labels": labels}
     p = Path(output_dir) / "summary.json"
     tmp = p.with_suffix(f".json.{os.getpid()}.tmp")  # unique: under DDP every rank may write
     tmp.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))

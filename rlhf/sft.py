@@ -21,9 +21,11 @@ STAGE = "sft"
 @dataclass
 class SftArguments(StageArguments):
     train_file: str | None = field(
-        default=None, metadata={"help": "JSONL/Parquet/datasets folder: prompt + completion, or messages."}
+        default=None, metadata={"help": "JSONL, Parquet, a `datasets` folder or a labels folder (its sft train split): "
+                                       "prompt + completion, or messages."}
     )
-    eval_file: str | None = field(default=None, metadata={"help": "Optional held-out file in the same format."})
+    eval_file: str | None = field(default=None, metadata={"help": "Optional held-out data in the same format (of a "
+                                                                 "DatasetDict or labels folder: its test split)."})
     test_fraction: float = field(
         default=0.0,
         metadata={"help": "Without eval_file: hold out this share of train_file's prompts (a prompt's rows stay "
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     model_path = resolve_model_path(model_args.model_name_or_path)
     peft_config = lora_config(model_args, args, model_path, source)  # checked before any run folder exists
     train = load_sft(args.train_file)
-    evaluation = load_sft(args.eval_file) if args.eval_file else None
+    evaluation = load_sft(args.eval_file, split="test") if args.eval_file else None
     if evaluation is None:
         train, evaluation = split_train_test(train, args.test_fraction, seed=training_args.seed)
     train = sample_rows(train, args, training_args.seed, source)

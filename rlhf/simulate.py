@@ -13,7 +13,7 @@ Options are spelled with underscores like every other `rlhf` command's; the dash
 
 With --edit an annotator also corrects the best candidate when it misses a constraint that a person
 would fix by hand in the edit box (lower-case it, drop the commas, add the closing phrase: rlhf/edits.py)
-and submits the fix as the annotation's edited response; the labeler's export makes it an SFT row and
+and submits the fix as the annotation's edited response; the labels make it an SFT row and
 prefers it over every response that annotator ranked. Answers that need new writing get no edit.
 """
 

@@ -131,6 +131,10 @@ def test_majority_export_pairs_sft_and_raw(db, tmp_path):
         row = s.get(Export, result["id"])
         assert row.content_hash == result["content_hash"] and row.filters["aggregation"] == "majority"
     assert load_export(out)["preferences"] == out / "preferences"
+    # the typed datasets carry the export's id and hash on every row; the hashed JSONL files do not
+    assert {(r["labels_id"], r["labels_hash"]) for r in rows} == {(result["id"], result["content_hash"])}
+    jsonl = read_jsonl(out / "preferences.jsonl") + sft
+    assert len(jsonl) == 17 and not any("labels_id" in r or "labels_hash" in r for r in jsonl)
 
 
 def test_bradley_terry_export(db, tmp_path):
@@ -249,6 +253,8 @@ def test_labels_open_with_load_dataset_from_anywhere(db, tmp_path, test_fraction
         for split in loaded:
             assert loaded[split].features == on_disk[kind][split].features  # message lists, int ids, provenance
             assert list(loaded[split]) == list(on_disk[kind][split])
+            # provenance travels as data: every row names its labels, in both layouts
+            assert set(loaded[split]["labels_id"]) == {result["id"]} and set(loaded[split]["labels_hash"]) == {result["content_hash"]}
     counts = result["counts"]
     assert sum(counts["pairs"].values()) == 14 and (counts["pairs"]["test"] > 0) == (test_fraction > 0)
     card = DatasetCard.load(moved / "README.md")

@@ -25,3 +25,36 @@ def write_reward_folder(tiny_model: str, out: Path, accuracy: float | None) -> s
 @pytest.fixture(scope="module")
 def reward_folder(tiny_model, tmp_path_factory) -> str:
     return write_reward_folder(tiny_model, tmp_path_factory.mktemp("rm") / "reward", accuracy=0.75)
+
+
+def write_labels(out: Path, tasks: int = 16, edit_every: int = 4) -> dict:
+    """A real labels folder (`labeler export` on a SQLite labeler database): `tasks` arithmetic prompts with two
+    answers each, ranked right-first by one annotator who also edits every `edit_every`-th task; a third of
+    the prompts in the test split. Returns export_project's result (id, content_hash, counts, path)."""
+    from labeler.accounts import get_or_create_user
+    from labeler.export import export_project
+    from labeler.models import Annotation, Task
+    from labeler.projects import find_project
+    from rlhf.label import open_labeler, push_tasks
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    db = open_labeler(f"sqlite:///{out.parent / (out.name + '.db')}")
+    push_tasks(db, "arith", [{"prompt": f"What is {i} plus {i}?", "responses": [
+        {"text": f"{2 * i}.", "model": "m"}, {"text": f"Maybe {i + 3}.", "model": "m"}]} for i in range(tasks)], k=2, overlap=1)
+    with db.write() as session:
+        user, _ = get_or_create_user(session, "ann", "pw-for-tests")
+        project = find_project(session, "arith")
+        for n, task in enumerate(session.query(Task).filter_by(project_id=project.id).order_by(Task.id)):
+            right, wrong = sorted(task.responses, key=lambda r: r.position)
+            session.add(Annotation(task_id=task.id, user_id=user.id, ranking={str(right.id): 1, str(wrong.id): 2},
+                                   display_order=[right.id, wrong.id],
+                                   edited_response=f"The answer is {right.text}" if n % edit_every == 0 else None))
+    result = export_project(db, "arith", out, test_fraction=0.3)
+    db.dispose()
+    return result
+
+
+@pytest.fixture(scope="module")
+def labels_folder(tmp_path_factory) -> dict:
+    """A labels folder written by `labeler export` (see write_labels)."""
+    return write_labels(tmp_path_factory.mktemp("labels") / "labels")

@@ -53,7 +53,7 @@ def test_two_rounds_chain_policies_and_trace_labels(tiny_model, tmp_path, monkey
     assert (out / "export" / "model.safetensors").is_file() and (out / "report.html").is_file()
 
     # Every round's labels are in the labeler's SQLite file, by simulated accounts, and the model card
-    # names the export (content hash) that trained the final policy.
+    # names the labels (content hash) that trained the final policy.
     with sqlite3.connect(out / "labels.db") as con:
         per_project = dict(con.execute(
             "SELECT p.name, COUNT(a.id) FROM annotation a JOIN task t ON t.id = a.task_id "
@@ -64,11 +64,11 @@ def test_two_rounds_chain_policies_and_trace_labels(tiny_model, tmp_path, monkey
     assert per_project == {"smoke-round-1": 16, "smoke-round-2": 16, "smoke-arena-round-1": 6, "smoke-arena-round-2": 12}
     assert simulated == {1}
     export2 = json.loads((out / "round-2" / "labels" / "export.json").read_text())
-    assert summary["rounds"][1]["labels_export"]["content_hash"] == export2["content_hash"]
+    assert summary["rounds"][1]["labels"]["content_hash"] == export2["content_hash"]
     card = (out / "export" / "README.md").read_text()
     assert export2["content_hash"] in card
     # simulated_edits: the babble over the word limit is cut by hand; the edits reach SFT and the pairs
-    counts1 = summary["rounds"][0]["labels_export"]["counts"]
+    counts1 = summary["rounds"][0]["labels"]["counts"]
     assert counts1["sft_by_source"]["edited"] > 0 and counts1["pairs_by_source"]["edited"] > 0
 
     # A re-run finds every round complete and changes nothing.

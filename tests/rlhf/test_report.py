@@ -108,8 +108,8 @@ def run_dir(tmp_path):
     write(run / "summary.json", {
         "heldout_pass_rate": {"base": 0.25, "sft": 0.375, "final": 0.5}, "reward_accuracy": 0.8, "seconds": 1234.5,
         "reward_accuracy_by_source": {"edited": {"accuracy": 0.9, "pairs": 10}, "ranked": {"accuracy": 0.7, "pairs": 10}},
-        "rounds": [{"round": r, "policy": f"policy-{r}", "labels_export": {"id": r, "content_hash": f"hash-{r}",
-                                                                          "counts": {"tasks": 24}},
+        "rounds": [{"round": r, "policy": f"policy-{r}", "labels": {"id": r, "content_hash": f"hash-{r}",
+                                                                    "counts": {"tasks": 24}},
                     "stages": {"sft": "x"}, "reward_accuracy": 0.8, "eval": eval_summary(0.5)} for r in (1, 2)],
     })
     for r in (1, 2):
@@ -118,7 +118,7 @@ def run_dir(tmp_path):
         write_metrics(rd / "sft" / "metrics.jsonl", [{"step": s, "loss": 2.0 - 0.1 * s} for s in range(1, 6)]
                       + [{"step": 5, "train_runtime": 9.0, "train_loss": 1.7}])
         write(rd / "sft" / "summary.json", {"steps": 5, "train_runtime_s": 9.0})
-        write(rd / "sft" / "run.json", {"stage": "sft", "labels_export": {"id": r, "content_hash": f"hash-{r}"}})
+        write(rd / "sft" / "run.json", {"stage": "sft", "labels": [{"id": r, "content_hash": f"hash-{r}", "rows": 5}]})
         write_metrics(rd / "reward" / "metrics.jsonl", [{"step": s, "loss": 0.69 - 0.05 * s, "accuracy": 0.5 + 0.1 * s,
                                                           "margin": 0.1 * s} for s in range(1, 4)]
                       + [{"step": 3, "train_runtime": 4.5, "train_loss": 0.6}])
@@ -165,9 +165,9 @@ def test_report_has_the_table_values_and_embedded_plots(run_dir):
     assert "separate temperature-1 sample" in page
 
     # the loop's round records, flattened; stages per round: rl only in round 2, losses from metrics.jsonl,
-    # runtime from the summary or else TRL's last log line, and the labels export each stage trained on
+    # runtime from the summary or else TRL's last log line, and the labels each stage trained on
     round_table = next(t for t in parsed.tables if t[0][0] == "round")
-    assert round_table[0] == ["round", "policy", "labels_export.id", "labels_export.content_hash", "reward_accuracy"]
+    assert round_table[0] == ["round", "policy", "labels.id", "labels.content_hash", "reward_accuracy"]
     assert round_table[2] == ["2", "policy-2", "2", "hash-2", "0.800"]
     assert ["sft", "5", "1.900", "1.500", "9.000", "hash-2"] in rows
     assert ["rl", "2", "0.001", "0.001", "33.300", "–"] in rows
@@ -244,7 +244,7 @@ def test_report_skips_missing_parts(tmp_path):
     parsed = parse(page)
     rows = [row for table in parsed.tables for row in table]
     assert ["pass rate", "10.0%", "30.0%"] in rows and ["reward model held-out pair accuracy", "–"] in rows
-    assert "No eval summary found" in page and "No labeler export" in page
+    assert "No eval summary found" in page and "No labels (labels/export.json)" in page
     assert len(parsed.images) == 1  # the loss curve only: no reward curves, pass rates or lengths
 
 
