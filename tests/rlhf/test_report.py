@@ -119,6 +119,7 @@ def run_dir(tmp_path):
                       + [{"step": 5, "train_runtime": 9.0, "train_loss": 1.7}])
         write(rd / "sft" / "summary.json", {"steps": 5, "train_runtime_s": 9.0})
         write(rd / "sft" / "run.json", {"stage": "sft", "labels": [{"id": r, "content_hash": f"hash-{r}", "rows": 5}]})
+        write(rd / "sft" / "resources.json", {"stage": "sft", "seconds": 12.5, "peak_rss_gb": 2.25})  # the loop's
         write_metrics(rd / "reward" / "metrics.jsonl", [{"step": s, "loss": 0.69 - 0.05 * s, "accuracy": 0.5 + 0.1 * s,
                                                           "margin": 0.1 * s} for s in range(1, 4)]
                       + [{"step": 3, "train_runtime": 4.5, "train_loss": 0.6}])
@@ -169,9 +170,10 @@ def test_report_has_the_table_values_and_embedded_plots(run_dir):
     round_table = next(t for t in parsed.tables if t[0][0] == "round")
     assert round_table[0] == ["round", "policy", "labels.id", "labels.content_hash", "reward_accuracy"]
     assert round_table[2] == ["2", "policy-2", "2", "hash-2", "0.800"]
-    assert ["sft", "5", "1.900", "1.500", "9.000", "hash-2"] in rows
-    assert ["rl", "2", "0.001", "0.001", "33.300", "–"] in rows
-    assert ["reward", "3", "0.640", "0.540", "4.500", "–"] in rows
+    # with the loop's measurement of the whole stage (resources.json) where there is one
+    assert ["sft", "5", "1.900", "1.500", "9.000", "12.500", "2.250", "hash-2"] in rows
+    assert ["rl", "2", "0.001", "0.001", "33.300", "–", "–", "–"] in rows
+    assert ["reward", "3", "0.640", "0.540", "4.500", "–", "–", "–"] in rows
     assert sum(1 for row in rows if row[0] == "rl") == 1
 
     # provenance of the labels
