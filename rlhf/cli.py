@@ -106,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             return missing_training_packages(command, exc.name)
         raise
     try:
+        if command in ("sft", "reward", "dpo", "rl", "onpolicy", "loop"):
+            from rlhf.resources import small_logprob_tiles
+
+            small_logprob_tiles()  # TRL's log-prob tiles sized for the CPU: less than half the memory
         return int(module.main(rest) or 0)
     except ModuleNotFoundError as exc:  # stages import TRL and friends inside main()
         if exc.name and exc.name.split(".")[0] in TRAIN_PACKAGES:

@@ -50,6 +50,12 @@ class GenerateArguments:
         metadata={"help": "Optional few-shot turns (YAML list of {prompt, response}) put before every prompt."},
     )
     use_vllm: bool = field(default=True, metadata={"help": "Use vLLM when it is installed and CUDA is available."})
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "Weights' dtype while sampling: auto = bfloat16 where the machine computes it natively "
+                          "(CUDA, or a CPU with AVX512-BF16/AMX: about 2x faster here), else float32.",
+                  "choices": ["auto", "float32", "bfloat16", "float16"]},
+    )
 
 
 def check_few_shot(few_shot: Any, source: str) -> list[dict[str, str]]:
@@ -76,18 +82,52 @@ def build_messages(prompt: str | list[dict], system_prompt: str | None = None,
     return messages + list(prompt)
 
 
+class TopCandidatesSampler:
+    """Sampling as transformers does it (temperature, then top-k, then top-p, then one draw per row), on the
+    top-k candidates only; the drawn token keeps score 0 and every other token -inf, so greedy decoding picks it.
+
+    transformers' sampler draws with torch.multinomial over the whole vocabulary (49,152 tokens) and sorts it for
+    top-p at every step: on 2 CPU cores a third of a bfloat16 decoding step. The distribution is the same (top-p
+    keeps the most probable tokens, within the top-k, until their mass reaches top_p); the draws differ.
+    """
+
+    def __init__(self, temperature: float, top_p: float, top_k: int = 50):
+        self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
+
+    def candidates(self, scores):
+        """(token ids, probabilities) per row: the tokens sampling can draw and their renormalised chances."""
+        scores = scores.float() / self.temperature
+        k = min(self.top_k, scores.shape[-1]) if self.top_k > 0 else scores.shape[-1]
+        values, indices = scores.topk(k, dim=-1)  # sorted, most probable first
+        probs = values.softmax(dim=-1)
+        # top-p as transformers' TopPLogitsWarper: drop a token when the tokens above it already hold top_p
+        drop = (probs.cumsum(dim=-1) - probs) >= self.top_p
+        drop[:, 0] = False
+        probs = probs.masked_fill(drop, 0.0)
+        return indices, probs / probs.sum(dim=-1, keepdim=True)
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        indices, probs = self.candidates(scores)
+        choice = torch.multinomial(probs, 1)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, indices.gather(1, choice), 0.0)
+
+
 def generate_responses(model, tokenizer, prompts: list, k: int, max_new_tokens: int = 128, temperature: float = 0.8,
                        top_p: float = 0.95, batch_size: int = 8, seed: int | None = None,
                        system_prompt: str | None = None, few_shot: list[dict[str, str]] | None = None,
-                       progress: bool = True) -> list[list[str]]:
+                       progress: bool = True, top_k: int = 50) -> list[list[str]]:
     """k sampled responses for each prompt (string or messages), in prompt order.
 
     Batched `model.generate` with left padding (so every row's last token is the prompt's last token)
-    and the KV cache; temperature 0 means greedy, where k > 1 would only repeat itself.
+    and the KV cache; temperature 0 means greedy, where k > 1 would only repeat itself. Sampling uses
+    TopCandidatesSampler (transformers' distribution, with its default top_k 50, drawn from the top candidates).
     """
     import torch
     from tqdm.auto import tqdm
-    from transformers import set_seed
+    from transformers import LogitsProcessorList, set_seed
 
     if seed is not None:
         set_seed(seed)
@@ -98,31 +138,32 @@ def generate_responses(model, tokenizer, prompts: list, k: int, max_new_tokens: 
     previous_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     do_sample = temperature > 0
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
     device = next(model.parameters()).device
     results: list[list[str]] = []
-    was_training = model.training
-    model.eval()
+    from rlhf.models import generation_mode
+
     try:
         starts = range(0, len(texts), batch_size)
         for start in tqdm(starts, desc="generate", unit="batch", disable=not progress):
             batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
             batch = {name: t.to(device) for name, t in batch.items()}
-            with torch.no_grad():
+            if k > 1:  # each prompt's k rows next to each other, as num_return_sequences does
+                batch = {name: t.repeat_interleave(k, dim=0) for name, t in batch.items()}
+            sampler = [TopCandidatesSampler(temperature, top_p, top_k)] if do_sample else []
+            with torch.no_grad(), generation_mode(model):
                 out = model.generate(
                     **batch,
                     max_new_tokens=max_new_tokens,
-                    num_return_sequences=k,
                     use_cache=True,
                     pad_token_id=tokenizer.pad_token_id,
-                    **sampling,
+                    do_sample=False,
+                    logits_processor=LogitsProcessorList(sampler),
                 )
             decoded = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-            # generate returns each prompt's k sequences next to each other
+            # each prompt's k sequences are next to each other
             results += [[t.strip() for t in decoded[i : i + k]] for i in range(0, len(decoded), k)]
     finally:
         tokenizer.padding_side = previous_side
-        model.train(was_training)
     return results
 
 
@@ -163,11 +204,12 @@ def write_tasks(path: Path, tasks: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     from rlhf.config import parse_stage_args, resolved_config
     from rlhf.data import data_hash, load_prompts
-    from rlhf.models import is_adapter, load_causal_lm, load_tokenizer, resolve_model_path
+    from rlhf.models import is_adapter, load_causal_lm, load_tokenizer, resolve_dtype, resolve_model_path
     from rlhf.runs import prepare_run_dir, write_summary
 
     args, config_path = parse_stage_args("generate", (GenerateArguments,), argv, description=__doc__)
     source = config_path or "command line"
+    dtype = resolve_dtype(args.dtype)
     if not args.prompts_file:
         raise RlhfError(f"{source}: key 'prompts_file' is required (a JSONL file with a `prompt` field per line)")
     if args.k < 1 or args.batch_size < 1 or args.max_new_tokens < 1:
@@ -188,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     if backend == "vllm":
         responses = generate_with_vllm(model_path, tokenizer, prompts, args, few_shot)
     else:
-        model = load_causal_lm(model_path)
+        model = load_causal_lm(model_path, dtype=dtype)
         if torch.cuda.is_available():
             model = model.to("cuda")
         responses = generate_responses(
@@ -199,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - started
 
     sampling = {"temperature": args.temperature, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens,
-                "num_return_sequences": args.k, "seed": args.seed, "backend": backend}
+                "num_return_sequences": args.k, "seed": args.seed, "backend": backend,
+                **({"dtype": dtype} if backend == "transformers" else {})}
     tasks, n_tokens = [], 0
     for row, texts in zip(rows, responses):
         meta = {key: value for key, value in row.items() if key != "prompt"}
@@ -218,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         "tokens_per_second": round(n_tokens / seconds, 2) if seconds > 0 else None,
         "seconds": round(seconds, 2),
         "backend": backend,
+        "dtype": dtype if backend == "transformers" else None,
         "output_file": str(output_file),
     }
     write_summary(out, summary)

@@ -1,9 +1,9 @@
 """Where a run's time and memory go: each stage's seconds and peak resident memory, and memory handed back.
 
-The loop runs every stage in one process. `measure()` wraps a stage: it resets the kernel's peak-RSS mark
-(Linux: /proc/self/clear_refs), runs the stage, reads the stage's own peak (VmHWM), then frees what the stage
-left behind (garbage collection, then glibc's malloc_trim, which returns free heap pages to the kernel), so
-the next stage starts from the same footing and a run's peak is the largest stage's peak, not their sum.
+The loop runs every stage in one process. `measure()` wraps a stage: a thread samples the resident set every
+20 ms while the stage runs (the stage's own peak; the kernel's peak mark is left alone, so `/usr/bin/time -v`
+still reports the whole run's), then it frees what the stage left behind (garbage collection, then glibc's
+malloc_trim, which returns free heap pages to the kernel), so the next stage starts from the same footing.
 
 `expected_seconds()` / `remember_seconds()` keep the last duration of each stage config on this machine
 (<cache>/stage-times.json), so the loop can say how long a stage should take before it starts.
@@ -41,7 +41,7 @@ def rss_bytes() -> int | None:
 
 
 def peak_rss_bytes() -> int | None:
-    """Peak resident memory since the process started or since the last `reset_peak_rss()`."""
+    """Peak resident memory of the process so far (VmHWM, else getrusage)."""
     kib = _status_kib("VmHWM")
     if kib is not None:
         return kib * 1024
@@ -54,13 +54,28 @@ def peak_rss_bytes() -> int | None:
         return None
 
 
-def reset_peak_rss() -> bool:
-    """Start a new peak-RSS measurement (Linux >= 4.0: writing 5 to clear_refs resets VmHWM to VmRSS)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
+class PeakSampler:
+    """The largest resident set seen while it runs: /proc/self/status read every `interval` seconds by a thread."""
+
+    def __init__(self, interval: float = 0.02):
+        import threading
+
+        self.interval, self.peak = interval, rss_bytes() or 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, rss_bytes() or 0)
+
+    def __enter__(self) -> "PeakSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes() or 0)
 
 
 def release_memory() -> None:
@@ -79,16 +94,16 @@ def release_memory() -> None:
 
 @contextmanager
 def measure(record: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Fill `record` with the block's seconds, peak RSS and the RSS left once its memory is released."""
+    """Fill `record` with the block's seconds, its peak RSS (sampled) and the RSS left once memory is released."""
     release_memory()
-    reset_peak_rss()
     started = time.time()
+    sampler = PeakSampler()
     try:
-        yield record
+        with sampler:
+            yield record
     finally:
         record["seconds"] = round(time.time() - started, 1)
-        peak = peak_rss_bytes()
-        record["peak_rss_gb"] = round(peak / GIB, 3) if peak else None
+        record["peak_rss_gb"] = round(sampler.peak / GIB, 3) if sampler.peak else None
         release_memory()
         after = rss_bytes()
         record["rss_after_gb"] = round(after / GIB, 3) if after else None
@@ -130,3 +145,28 @@ def format_seconds(seconds: float) -> str:
     """"45 s", "3 min 05 s": durations as the loop prints them."""
     seconds = int(round(seconds))
     return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60:02d} s"
+
+
+def small_logprob_tiles(tokens: int = 512, vocab: int = 8192) -> bool:
+    """Make TRL's chunked log-prob kernel work on [tokens x vocab] tiles instead of its [4096 x 32768] default.
+
+    TRL 1.x computes per-token log-probs (SFT, DPO, GRPO, RLOO losses) without the full logits, one tile of the
+    LM head's output at a time; its tile is sized for a GPU. On the CPU a DPO batch of 16 sequences filled one
+    4096 x 32768 float32 tile plus the temporaries of its folding: `rlhf dpo` on 16 pairs peaked at 5.84 GB and
+    took 18.1 s; with 512 x 8192 tiles, 2.73 GB and 16.9 s (2026-12-01, docs/performance.md). The module
+    constants are read at every call; a TRL without them is left alone (returns False).
+    """
+    try:
+        import trl.kernels.chunked_logprob as kernel
+        import trl.trainer.utils as trl_utils
+    except ImportError:
+        return False
+    if not hasattr(kernel, "TOKEN_CHUNK_SIZE") or not hasattr(trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE"):
+        return False
+    import torch
+
+    if torch.cuda.is_available():
+        return False  # the GPU's tiles stay as TRL sized them
+    kernel.TOKEN_CHUNK_SIZE = tokens
+    trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = vocab
+    return True

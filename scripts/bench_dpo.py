@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8, help="pairs per step (default 8, as the recipe)")
     parser.add_argument("--max-length", type=int, default=256, help="longest prompt + answer (default 256)")
     parser.add_argument("--model", default="smollm2-135m-instruct", help="model folder or smollm2-135m-instruct")
+    parser.add_argument("--ours", default="", help="extra `rlhf dpo` options for our side, e.g. \"--bf16 false\" "
+                                                   "(to measure what each setting brings)")
+    parser.add_argument("--skip-trl", action="store_true", help="run our side only (no ratio)")
     parser.add_argument("--child", choices=["trl"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -120,13 +123,19 @@ def main(argv: list[str] | None = None) -> int:
         write_pairs(data, args.pairs)
         env_note = {"HF_DATASETS_CACHE": str(Path(tmp) / "datasets")}  # no reference log-probs cached from a prior run
         os.environ.update(env_note)
-        theirs = run_child([python, __file__, "--child", "trl", "--model", model, "--data", str(data),
+        theirs = None if args.skip_trl else run_child([python, __file__, "--child", "trl", "--model", model, "--data", str(data),
                             "--out", str(Path(tmp) / "trl"), "--batch", str(args.batch),
                             "--max-length", str(args.max_length)])
         ours = run_child([python, "-m", "rlhf.cli", "dpo", "--config", "quickstart/dpo", "--model_name_or_path", model,
                           "--train_file", str(data), "--output_dir", str(Path(tmp) / "ours"),
                           "--max_train_rows", str(args.pairs), "--per_device_train_batch_size", str(args.batch),
-                          "--max_length", str(args.max_length), "--save_strategy", "no", "--report_to", "none"])
+                          "--max_length", str(args.max_length), "--save_strategy", "no", "--report_to", "none",
+                          *args.ours.split()])
+    if theirs is None:
+        print(json.dumps({"pairs": args.pairs, "seconds": round(ours["seconds"], 1),
+                          "pairs_per_s": round(args.pairs / ours["seconds"], 4),
+                          "peak_rss_gb": round(ours["peak_rss_gb"], 3)}))
+        return 0
     trl_info = json.loads(theirs["stdout"].strip().splitlines()[-1])
     rows = {"rlhf dpo (quickstart recipe)": ours, "plain TRL DPOTrainer": theirs}
     print(f"{'side':<30} {'seconds':>8} {'pairs/s':>8} {'peak RSS (GB)':>14}")

@@ -79,6 +79,9 @@ def test_generate_cli_writes_tasks(tiny_model, tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["prompts"] == 3 and summary["responses"] == 9 and summary["seconds"] > 0
     assert summary["tokens_per_second"] > 0
+    from rlhf.models import resolve_dtype
+
+    assert summary["dtype"] == resolve_dtype("auto") == tasks[0]["responses"][0]["meta"]["dtype"]
     assert not list((tmp_path / "run").glob(".*.tmp"))  # written then renamed
 
 
@@ -97,3 +100,53 @@ def test_generate_output_file_option_and_bad_prompts(tiny_model, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert code == 2 and f"{bad}:2" in err and "prompt" in err and "\n" not in err
     assert not (tmp_path / "bad_run").exists()
+
+
+@pytest.mark.parametrize("temperature,top_p,top_k", [(0.9, 0.95, 50), (1.0, 0.5, 50), (0.7, 1.0, 5), (1.3, 0.9, 0)])
+def test_top_candidates_sampler_has_transformers_distribution(temperature, top_p, top_k):
+    """The tokens it can draw and their chances are exactly those of transformers' temperature, top-k, top-p warpers."""
+    import torch
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    from rlhf.generate import TopCandidatesSampler
+
+    torch.manual_seed(0)
+    scores = torch.randn(6, 500) * 3
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)] + ([TopKLogitsWarper(top_k)] if top_k else [])
+                                  + [TopPLogitsWarper(top_p)])
+    expected = warpers(None, scores.clone()).softmax(dim=-1)
+    sampler = TopCandidatesSampler(temperature, top_p, top_k)
+    indices, probs = sampler.candidates(scores)
+    ours = torch.zeros_like(scores).scatter_(1, indices, probs)
+    assert torch.allclose(ours, expected, atol=1e-6)
+    assert ((expected > 0).sum(dim=-1) < scores.shape[1]).all() or top_p == 1.0  # something was cut
+    # a draw is one of the candidates, and greedy decoding takes it: the only finite score in its row
+    out = sampler(None, scores)
+    assert torch.isfinite(out).sum(dim=-1).tolist() == [1] * 6
+    assert (expected.gather(1, out.argmax(dim=-1, keepdim=True)) > 0).all()
+
+
+def test_sampled_frequencies_follow_the_distribution():
+    import torch
+
+    from rlhf.generate import TopCandidatesSampler
+
+    torch.manual_seed(1)
+    scores = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(4000, 1)
+    drawn = TopCandidatesSampler(1.0, 0.9, 50)(None, scores).argmax(dim=-1)
+    share = torch.bincount(drawn, minlength=4).float() / len(drawn)
+    # top_p 0.9 keeps 0.5, 0.3 and 0.15 (the tokens above 0.05 hold 0.95 >= 0.9), renormalised over 0.95
+    assert share[3] == 0
+    for i, p in enumerate([0.5, 0.3, 0.15]):
+        assert abs(share[i] - p / 0.95) < 0.03
+
+
+def test_dtype_setting(monkeypatch):
+    from rlhf import models
+
+    monkeypatch.setattr(models, "native_bf16", lambda: True)
+    assert models.resolve_dtype("auto") == "bfloat16"
+    monkeypatch.setattr(models, "native_bf16", lambda: False)
+    assert models.resolve_dtype("auto") == "float32" and models.resolve_dtype("bfloat16") == "bfloat16"
+    with pytest.raises(RlhfError, match="dtype: must be one of auto, float32, bfloat16, float16, got 'bf16'"):
+        models.resolve_dtype("bf16")

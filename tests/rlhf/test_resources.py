@@ -1,13 +1,14 @@
 """rlhf.resources: a stage's peak memory is its own, memory is handed back, and stage times are remembered."""
 
 import sys
+import time
 
 import pytest
 
 from rlhf import resources
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM and clear_refs are Linux's")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/status is Linux's")
 def test_measure_reports_the_blocks_own_peak_and_gives_memory_back():
     import numpy as np
 
@@ -18,11 +19,12 @@ def test_measure_reports_the_blocks_own_peak_and_gives_memory_back():
     with resources.measure(record):
         small = np.ones(40 * 1024**2 // 8)  # 40 MB inside the block
         del small
-    # the earlier 300 MB peak was reset: the block's own peak is far below it
+    # the earlier 300 MB peak is not the block's: its own peak is far below it
     assert record["seconds"] >= 0
     assert record["peak_rss_gb"] < resources.rss_bytes() / resources.GIB + 0.2
     with resources.measure(record):
         block = np.ones(400 * 1024**2 // 8)
+        time.sleep(0.2)  # the sampler reads the resident set every 20 ms
         del block
     assert record["peak_rss_gb"] * resources.GIB >= resources.rss_bytes() + 300 * 1024**2
     assert record["rss_after_gb"] < record["peak_rss_gb"] - 0.25  # handed back, not kept in the process
@@ -43,3 +45,30 @@ def test_expected_seconds_come_from_the_last_run(tmp_path, monkeypatch):
 def test_format_seconds():
     assert resources.format_seconds(45.4) == "45 s"
     assert resources.format_seconds(185) == "3 min 05 s"
+
+
+def test_small_logprob_tiles_give_the_same_log_probs_and_gradients(monkeypatch):
+    """TRL's chunked log-prob kernel on our CPU tiles computes what it computes on its own: values and gradients."""
+    import torch
+    import trl.kernels.chunked_logprob as kernel
+    import trl.trainer.utils as trl_utils
+
+    def run(tokens, vocab):
+        monkeypatch.setattr(kernel, "TOKEN_CHUNK_SIZE", tokens)
+        torch.manual_seed(0)
+        hidden = torch.randn(300, 16, requires_grad=True)
+        weight = torch.randn(5000, 16, requires_grad=True)
+        targets = torch.randint(0, 5000, (300,))
+        logps, entropy, *_ = kernel.ChunkedLogProbFunction.apply(hidden, weight, None, targets, 1.0, vocab, None, 1.0,
+                                                                 ("entropy",))
+        (logps.sum() + entropy.sum()).backward()
+        return logps.detach(), entropy.detach(), hidden.grad, weight.grad
+
+    monkeypatch.setattr(kernel, "TOKEN_CHUNK_SIZE", kernel.TOKEN_CHUNK_SIZE)
+    monkeypatch.setattr(trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE", trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE)
+    assert resources.small_logprob_tiles(tokens=64, vocab=1024) is True
+    assert (kernel.TOKEN_CHUNK_SIZE, trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE) == (64, 1024)
+    small = run(64, 1024)  # 5 token tiles x 5 vocabulary tiles
+    whole = run(4096, 32768)  # TRL's: one tile
+    for a, b in zip(small, whole):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
