@@ -62,18 +62,33 @@ def get_user(session: Session, user_id: int) -> User:
     return user
 
 
+def end_sessions(session: Session, user: User) -> None:
+    """End every browser session of `user`: each holds the session_version it logged in at, and
+    labeler.security.current_user refuses one that is behind (in SQL: two concurrent resets both count)."""
+    user.session_version = User.session_version + 1
+    session.flush()
+    session.refresh(user, ["session_version"])
+
+
 def set_user_active(session: Session, user: User, active: bool) -> bool:
-    """Deactivate (or reactivate) `user`: a deactivated user cannot log in, their session ends at the next
-    request and their tokens stop working; their annotations stay. Returns whether anything changed."""
+    """Deactivate (or reactivate) `user`: a deactivated user cannot log in, their sessions end (for good:
+    reactivating does not bring them back) and their tokens stop working until reactivation; their
+    annotations stay. Returns whether anything changed."""
     changed = user.active != active
     user.active = active
+    if changed and not active:
+        end_sessions(session, user)
     session.flush()
     return changed
 
 
 def reset_password(session: Session, user: User, password: str) -> None:
+    """A new password for `user`, and the end of their browser sessions: whoever held the old password (or a
+    cookie made with it) is logged out at their next request. API tokens keep working, as with GitHub's and
+    GitLab's personal access tokens: scripts hold them, the admin lists and revokes them one by one on the
+    same page, and a reset for a forgotten password must not stop a labelling job (deactivation stops all)."""
     user.password_hash = hash_password(parse(PasswordIn, {"password": password}).password)
-    session.flush()
+    end_sessions(session, user)
 
 
 def hash_token(token: str) -> str:
