@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -120,10 +120,14 @@ def revoke_token(session: Session, user: User, token_id: int) -> ApiToken:
     return row
 
 
+# built once: every API request runs it (labeler.api.authenticate)
+USER_FOR_TOKEN = (select(User).join(ApiToken, ApiToken.user_id == User.id)
+                  .where(ApiToken.token_hash == bindparam("token_hash"), User.active.is_(True)))
+
+
 def user_for_token(session: Session, token: str) -> User | None:
+    """The active user whose token this is, or None. Looked up on every request, not cached: a revoked
+    token or a deactivated user is refused at the next request."""
     if not token:
         return None
-    row = session.scalar(
-        select(User).join(ApiToken, ApiToken.user_id == User.id).where(ApiToken.token_hash == hash_token(token), User.active.is_(True))
-    )
-    return row
+    return session.scalar(USER_FOR_TOKEN, {"token_hash": hash_token(token)})

@@ -59,19 +59,23 @@ def lock_project(session: Session, project_id: int) -> None:
         session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
 
 
+_task, _project = Task.__table__, Project.__table__
+ADD_TAKEN = (update(_task).where(_task.c.id == bindparam("task_id")).values(taken=_task.c.taken + bindparam("delta"))
+             .returning(_task.c.taken))
+CLOSE_TASKS = (update(_project).where(_project.c.id == bindparam("project_id"))
+               .values(open_tasks=_project.c.open_tasks - bindparam("closed")))
+
+
 def change_taken(session: Session, project: Project, task_id: int, delta: int) -> None:
     """Task.taken += delta, in SQL (the write transaction holds the row; no lost update), and
     Project.open_tasks -/+ 1 when the task fills up or opens again.
 
     Core statements on the tables, not ORM-enabled UPDATEs: those cost ~4 ms of Python each here, inside
     the write lock (bench_labeler.py's profile); no loaded object reads these two columns afterwards."""
-    task, project_table = Task.__table__, Project.__table__
-    after = session.execute(update(task).where(task.c.id == task_id).values(taken=task.c.taken + delta)
-                            .returning(task.c.taken)).scalar_one()
+    after = session.execute(ADD_TAKEN, {"task_id": task_id, "delta": delta}).scalar_one()
     closed = int(after - delta < project.overlap) - int(after < project.overlap)  # +1: filled up; -1: open again
     if closed:
-        session.execute(update(project_table).where(project_table.c.id == project.id)
-                        .values(open_tasks=project_table.c.open_tasks - closed))
+        session.execute(CLOSE_TASKS, {"project_id": project.id, "closed": closed})
 
 
 def recount_open_tasks(session: Session, project: Project) -> int:
