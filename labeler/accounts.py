@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -62,18 +62,33 @@ def get_user(session: Session, user_id: int) -> User:
     return user
 
 
+def end_sessions(session: Session, user: User) -> None:
+    """End every browser session of `user`: each holds the session_version it logged in at, and
+    labeler.security.current_user refuses one that is behind (in SQL: two concurrent resets both count)."""
+    user.session_version = User.session_version + 1
+    session.flush()
+    session.refresh(user, ["session_version"])
+
+
 def set_user_active(session: Session, user: User, active: bool) -> bool:
-    """Deactivate (or reactivate) `user`: a deactivated user cannot log in, their session ends at the next
-    request and their tokens stop working; their annotations stay. Returns whether anything changed."""
+    """Deactivate (or reactivate) `user`: a deactivated user cannot log in, their sessions end (for good:
+    reactivating does not bring them back) and their tokens stop working until reactivation; their
+    annotations stay. Returns whether anything changed."""
     changed = user.active != active
     user.active = active
+    if changed and not active:
+        end_sessions(session, user)
     session.flush()
     return changed
 
 
 def reset_password(session: Session, user: User, password: str) -> None:
+    """A new password for `user`, and the end of their browser sessions: whoever held the old password (or a
+    cookie made with it) is logged out at their next request. API tokens keep working, as with GitHub's and
+    GitLab's personal access tokens: scripts hold them, the admin lists and revokes them one by one on the
+    same page, and a reset for a forgotten password must not stop a labelling job (deactivation stops all)."""
     user.password_hash = hash_password(parse(PasswordIn, {"password": password}).password)
-    session.flush()
+    end_sessions(session, user)
 
 
 def hash_token(token: str) -> str:
@@ -105,10 +120,14 @@ def revoke_token(session: Session, user: User, token_id: int) -> ApiToken:
     return row
 
 
+# built once: every API request runs it (labeler.api.authenticate)
+USER_FOR_TOKEN = (select(User).join(ApiToken, ApiToken.user_id == User.id)
+                  .where(ApiToken.token_hash == bindparam("token_hash"), User.active.is_(True)))
+
+
 def user_for_token(session: Session, token: str) -> User | None:
+    """The active user whose token this is, or None. Looked up on every request, not cached: a revoked
+    token or a deactivated user is refused at the next request."""
     if not token:
         return None
-    row = session.scalar(
-        select(User).join(ApiToken, ApiToken.user_id == User.id).where(ApiToken.token_hash == hash_token(token), User.active.is_(True))
-    )
-    return row
+    return session.scalar(USER_FOR_TOKEN, {"token_hash": hash_token(token)})

@@ -23,7 +23,7 @@ import math
 import re
 from pathlib import PurePath
 
-from flask import Blueprint, flash, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, flash, redirect, render_template, request, send_file, session, url_for
 from sqlalchemy import func, select
 
 from labeler.arena import arena_results, arena_votes
@@ -376,7 +376,10 @@ def reset_password(user_id):
         if err.status == 404:
             raise
         return user_page(user_id, error=err, status=err.status)
-    flash(f"New password set for '{user.username}'.", "ok")
+    if user.id == current_user().id:  # an admin's own reset ends their other sessions, not this one
+        session["session_version"] = user.session_version
+    flash(f"New password set for '{user.username}'; their browser sessions have ended (their API tokens still work: "
+          "revoke them below if they may have leaked).", "ok")
     return redirect(url_for(".user", user_id=user_id))
 
 

@@ -120,7 +120,7 @@ def push_tasks(name: str):
 def next_task(name: str):
     with get_db().write() as session:
         project = projects.find_project(session, name)
-        user = session.get(User, g.api_user.id)
+        user = g.api_user  # loaded by authenticate(); assignment reads its id only, so no second SELECT here
         leased = assignment.next_task(session, project, user)
         counts = assignment.progress(session, project, user)
         if leased is None:
@@ -132,8 +132,7 @@ def next_task(name: str):
 def submit(task_id: int):
     body = read_json_body()
     with get_db().write() as session:
-        user = session.get(User, g.api_user.id)
-        annotation, created = assignment.submit_annotation(session, task_id, user, body)
+        annotation, created = assignment.submit_annotation(session, task_id, g.api_user, body)
         data = annotation_json(annotation)
     return jsonify(annotation=data), 201 if created else 200
 

@@ -22,11 +22,11 @@ import hashlib
 import random
 from collections import Counter
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import bindparam, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from labeler.errors import LabelerError
-from labeler.models import Annotation, Assignment, Project, Task, User, utcnow
+from labeler.models import Annotation, Assignment, Project, Response, Task, User, utcnow
 from labeler.schemas import MAX_LEASE_SECONDS, AnnotationIn, parse
 
 
@@ -53,8 +53,17 @@ def shuffled_order(task: Task, user: User) -> list[int]:
 
 def lock_project(session: Session, project_id: int) -> None:
     """Serialise assignment per project on servers without BEGIN IMMEDIATE (PostgreSQL: SELECT ... FOR
-    UPDATE on the project row). SQLite leaves FOR UPDATE out; there the transaction already holds the lock."""
-    session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
+    UPDATE on the project row). On SQLite the transaction already holds the database's write lock (BEGIN
+    IMMEDIATE), and SQLite has no FOR UPDATE: no statement at all."""
+    if session.get_bind().dialect.name != "sqlite":
+        session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
+
+
+_task, _project = Task.__table__, Project.__table__
+ADD_TAKEN = (update(_task).where(_task.c.id == bindparam("task_id")).values(taken=_task.c.taken + bindparam("delta"))
+             .returning(_task.c.taken))
+CLOSE_TASKS = (update(_project).where(_project.c.id == bindparam("project_id"))
+               .values(open_tasks=_project.c.open_tasks - bindparam("closed")))
 
 
 def change_taken(session: Session, project: Project, task_id: int, delta: int) -> None:
@@ -63,13 +72,10 @@ def change_taken(session: Session, project: Project, task_id: int, delta: int) -
 
     Core statements on the tables, not ORM-enabled UPDATEs: those cost ~4 ms of Python each here, inside
     the write lock (bench_labeler.py's profile); no loaded object reads these two columns afterwards."""
-    task, project_table = Task.__table__, Project.__table__
-    after = session.execute(update(task).where(task.c.id == task_id).values(taken=task.c.taken + delta)
-                            .returning(task.c.taken)).scalar_one()
+    after = session.execute(ADD_TAKEN, {"task_id": task_id, "delta": delta}).scalar_one()
     closed = int(after - delta < project.overlap) - int(after < project.overlap)  # +1: filled up; -1: open again
     if closed:
-        session.execute(update(project_table).where(project_table.c.id == project.id)
-                        .values(open_tasks=project_table.c.open_tasks - closed))
+        session.execute(CLOSE_TASKS, {"project_id": project.id, "closed": closed})
 
 
 def recount_open_tasks(session: Session, project: Project) -> int:
@@ -79,12 +85,36 @@ def recount_open_tasks(session: Session, project: Project) -> int:
     return int(count)
 
 
+# The statements of next_task and submit_annotation, built once with their values as parameters: building
+# a statement and its cache key anew on every request cost more Python than running it (the profile in
+# docs/scaling.md). The ORM still loads the rows into objects of the request's session.
+EXPIRED_LEASES = (select(Assignment.id, Assignment.task_id).join(Task, Task.id == Assignment.task_id)
+                  .where(Assignment.status == "active", Assignment.expires_at <= bindparam("now"),
+                         Task.project_id == bindparam("project_id")))
+NOT_ANNOTATED = ~exists().where(Annotation.task_id == Task.id, Annotation.user_id == bindparam("user_id"))
+HELD_LEASE = (select(Task, Assignment).join(Assignment, Assignment.task_id == Task.id)
+              .where(Task.project_id == bindparam("project_id"), Assignment.user_id == bindparam("user_id"),
+                     Assignment.status == "active", Assignment.expires_at > bindparam("now"), NOT_ANNOTATED)
+              .order_by(Assignment.leased_at, Task.id).limit(1))
+# the least-taken open task the annotator has not done, read from ix_task_queue in order, with the
+# annotator's earlier (expired) lease on it if any
+NEXT_OPEN_TASK = (select(Task, Assignment)
+                  .outerjoin(Assignment, (Assignment.task_id == Task.id) & (Assignment.user_id == bindparam("user_id")))
+                  .where(Task.project_id == bindparam("project_id"), Task.taken < bindparam("overlap"), NOT_ANNOTATED)
+                  .order_by(Task.taken, Task.id).limit(1))
+# a submission's task, project, and the annotator's lease and annotation on it, in one read
+SUBMISSION_ROWS = (select(Task, Project, Assignment, Annotation).join(Project, Project.id == Task.project_id)
+                   .outerjoin(Assignment, (Assignment.task_id == Task.id) & (Assignment.user_id == bindparam("user_id")))
+                   .outerjoin(Annotation, (Annotation.task_id == Task.id) & (Annotation.user_id == bindparam("user_id")))
+                   .where(Task.id == bindparam("task_id")))
+LOCK_TASK_PROJECT = (select(Project.id).join(Task, Task.project_id == Project.id).where(Task.id == bindparam("task_id"))
+                     .with_for_update(of=Project))
+RESPONSE_IDS = select(Response.id).where(Response.task_id == bindparam("task_id")).order_by(Response.position)
+
+
 def reclaim_expired(session: Session, project: Project, now: dt.datetime) -> int:
     """Leases past their expiry go back to the pool: status "expired", their tasks' taken - 1."""
-    expired = session.execute(
-        select(Assignment.id, Assignment.task_id).join(Task, Task.id == Assignment.task_id)
-        .where(Assignment.status == "active", Assignment.expires_at <= now, Task.project_id == project.id)
-    ).all()
+    expired = session.execute(EXPIRED_LEASES, {"now": now, "project_id": project.id}).all()
     if not expired:
         return 0
     table = Assignment.__table__
@@ -105,37 +135,23 @@ def task_load(now: dt.datetime, exclude_user_id: int | None = None):
     return done + leased
 
 
-def annotated_by(user: User):
-    return exists().where(Annotation.task_id == Task.id, Annotation.user_id == user.id)
-
-
 def next_task(session: Session, project: Project, user: User, now: dt.datetime | None = None,
               lease_seconds: int | None = None) -> tuple[Task, Assignment] | None:
     """The task this annotator should label now, leased to them; None when nothing is left for them."""
     now = now or utcnow()
     lock_project(session, project.id)
     reclaim_expired(session, project, now)
-    held = session.execute(
-        select(Task, Assignment)
-        .join(Assignment, Assignment.task_id == Task.id)
-        .where(Task.project_id == project.id, Assignment.user_id == user.id, Assignment.status == "active",
-               Assignment.expires_at > now, ~annotated_by(user))
-        .order_by(Assignment.leased_at, Task.id)
-        .limit(1)
-    ).first()
+    held = session.execute(HELD_LEASE, {"project_id": project.id, "user_id": user.id, "now": now}).first()
     lease = dt.timedelta(seconds=lease_seconds or lease_seconds_for(project))
     if held is not None:  # asking again renews the lease the annotator holds (README, OpenAPI)
         held.Assignment.expires_at = now + lease
         session.flush()
         return held.Task, held.Assignment
-    task = session.scalars(
-        select(Task).where(Task.project_id == project.id, Task.taken < project.overlap, ~annotated_by(user))
-        .order_by(Task.taken, Task.id).limit(1)
-    ).first()
-    if task is None:
+    found = session.execute(NEXT_OPEN_TASK, {"project_id": project.id, "user_id": user.id, "overlap": project.overlap}).first()
+    if found is None:
         return None
+    task, assignment = found
     expires_at = now + lease
-    assignment = session.scalar(select(Assignment).where(Assignment.task_id == task.id, Assignment.user_id == user.id))
     new_slot = assignment is None or assignment.status != "active"  # a first lease, or an expired one taken up again
     if assignment is None:  # first visit: the display order is drawn once and kept for good
         assignment = Assignment(task_id=task.id, user_id=user.id, display_order=shuffled_order(task, user))
@@ -147,15 +163,16 @@ def next_task(session: Session, project: Project, user: User, now: dt.datetime |
     return task, assignment
 
 
-def validate_payload(payload, task: Task, project: Project) -> dict:
-    """An annotation payload (labeler.schemas.AnnotationIn), checked against the task's responses and the
-    project's criteria. Returns the values to store plus "version" (None when the client sent none)."""
+def validate_payload(payload, task: Task, project: Project, response_ids: list[int] | None = None) -> dict:
+    """An annotation payload (labeler.schemas.AnnotationIn), checked against the task's responses (their ids,
+    read from task.responses unless given) and the project's criteria. Returns the values to store plus
+    "version" (None when the client sent none)."""
 
     def fail(field: str, message: str):
         raise LabelerError(f"field '{field}': {message}", status=422, field=field)
 
     values = parse(AnnotationIn, payload).model_dump()
-    ids = {str(r.id) for r in task.responses}
+    ids = {str(rid) for rid in (response_ids if response_ids is not None else [r.id for r in task.responses])}
     n = len(ids)
     ranking = values["ranking"]
     if ranking is None:
@@ -195,15 +212,14 @@ def submit_annotation(session: Session, task_id: int, user: User, payload: dict,
     click) is answered with the stored annotation and writes nothing.
     """
     now = now or utcnow()
-    task = session.get(Task, task_id)
-    if task is None:
+    if session.get_bind().dialect.name != "sqlite":  # lock_project, before the reads below (see lock_project)
+        session.execute(LOCK_TASK_PROJECT, {"task_id": task_id})
+    rows = session.execute(SUBMISSION_ROWS, {"task_id": task_id, "user_id": user.id}).first()
+    if rows is None:
         raise LabelerError(f"field 'task_id': task {task_id} does not exist", status=404, field="task_id")
-    lock_project(session, task.project_id)
-    project = session.get(Project, task.project_id)
-    values = validate_payload(payload, task, project)
+    task, project, assignment, annotation = rows
+    values = validate_payload(payload, task, project, list(session.scalars(RESPONSE_IDS, {"task_id": task.id})))
     version = values.pop("version")
-    assignment = session.scalar(select(Assignment).where(Assignment.task_id == task.id, Assignment.user_id == user.id))
-    annotation = session.scalar(select(Annotation).where(Annotation.task_id == task.id, Annotation.user_id == user.id))
     if annotation is not None:
         if all(getattr(annotation, key) == value for key, value in values.items()):
             return annotation, False  # a retry of what is stored: nothing to write
@@ -245,27 +261,37 @@ def submit_annotation(session: Session, task_id: int, user: User, payload: dict,
     return annotation, True
 
 
+def _progress_statement():
+    """progress()'s one SELECT, built once: the annotator's own rows and the project's kept open count, with
+    the ids, the overlap and the time as parameters (four round trips and their Python were ~1 ms a `next`)."""
+    project_id, user_id, overlap = bindparam("project_id"), bindparam("user_id"), bindparam("overlap")
+
+    def taken_of(row):  # per row of this annotator's own (indexed by user_id), never a scan of the tasks
+        return select(Task.taken).where(Task.id == row.task_id, Task.project_id == project_id).scalar_subquery()
+
+    open_tasks = select(Project.open_tasks).where(Project.id == project_id).scalar_subquery()
+    open_done = (select(func.count(Annotation.id))
+                 .where(Annotation.user_id == user_id, taken_of(Annotation) < overlap).scalar_subquery())
+    held_full = (select(func.count(Assignment.id))
+                 .where(Assignment.user_id == user_id, Assignment.status == "active", Assignment.expires_at > bindparam("now"),
+                        taken_of(Assignment) >= overlap).scalar_subquery())
+    return (select(func.count(Annotation.id), func.coalesce(func.sum(Annotation.seconds_spent), 0.0),
+                   open_tasks, open_done, held_full)
+            .select_from(Annotation).join(Task, Task.id == Annotation.task_id)
+            .where(Task.project_id == project_id, Annotation.user_id == user_id))
+
+
+PROGRESS = _progress_statement()
+
+
 def progress(session: Session, project: Project, user: User) -> dict:
     """done: this annotator's annotations; remaining: tasks still open to them (open tasks they have not
     annotated, plus any they hold that are otherwise full); seconds: time recorded.
 
     Read from Project.open_tasks and this annotator's own rows, never by counting every task's load.
     """
-    done, seconds = session.execute(
-        select(func.count(Annotation.id), func.coalesce(func.sum(Annotation.seconds_spent), 0.0))
-        .join(Task, Task.id == Annotation.task_id)
-        .where(Task.project_id == project.id, Annotation.user_id == user.id)
-    ).one()
-    open_tasks = session.scalar(select(Project.open_tasks).where(Project.id == project.id))
-
-    def taken_of(row):  # per row of this annotator's own (indexed by user_id), never a scan of the tasks
-        return select(Task.taken).where(Task.id == row.task_id, Task.project_id == project.id).scalar_subquery()
-
-    open_done = session.scalar(select(func.count(Annotation.id))
-                               .where(Annotation.user_id == user.id, taken_of(Annotation) < project.overlap))
-    held_full = session.scalar(select(func.count(Assignment.id))
-                               .where(Assignment.user_id == user.id, Assignment.status == "active",
-                                      Assignment.expires_at > utcnow(), taken_of(Assignment) >= project.overlap))
+    done, seconds, open_tasks, open_done, held_full = session.execute(
+        PROGRESS, {"project_id": project.id, "user_id": user.id, "overlap": project.overlap, "now": utcnow()}).one()
     remaining = int(open_tasks or 0) - int(open_done or 0) + int(held_full or 0)
     return {"done": int(done), "remaining": remaining, "seconds": float(seconds)}
 

@@ -1,7 +1,8 @@
 """Blueprint 'auth': log in and out with a username and password (hashed; see labeler.accounts).
 
 Failed attempts are rate limited per account (LOGIN_RATE_LIMIT per minute, then 429; labeler.ratelimit), the
-session is cleared on login (no session fixation), and deactivated users cannot log in.
+session is cleared on login (no session fixation), and deactivated users cannot log in. A password reset or a
+deactivation ends the user's sessions (User.session_version; labeler.security.current_user).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from labeler import accounts
 from labeler.audit import record_event
 from labeler.db import get_db
 from labeler.models import User
-from labeler.security import current_user
+from labeler.security import current_user, start_session
 
 bp = Blueprint("auth", __name__)
 
@@ -48,8 +49,7 @@ def login():
 
     with get_db().write() as s:
         record_event(s, "login", user)
-    session.clear()
-    session["user_id"] = user.id
+    start_session(user)
     return redirect(safe_next(request.form.get("next")))
 
 

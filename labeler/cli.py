@@ -137,10 +137,10 @@ def users_list(db_url):
 @db_option
 def users_deactivate(username, db_url):
     """Stop a user from logging in or using their API tokens; their annotations stay."""
-    from labeler.accounts import find_user
+    from labeler.accounts import find_user, set_user_active
 
     with open_db(db_url).write() as session:
-        find_user(session, username).active = False
+        set_user_active(session, find_user(session, username), False)  # also ends their browser sessions
         record_event(session, "user_deactivated", target=f"user {username}")
     click.echo(f"deactivated '{username}'")
 

@@ -6,6 +6,8 @@ unchanged: the SQLite-only parts are skipped.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -46,17 +48,78 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+class WriterLock:
+    """One SQLite writer at a time: among this process's threads (a lock) and among the processes that write
+    the file (gunicorn's workers, the CLI), by flock(2) on `<database>-lock` beside it. A writer waiting on
+    either wakes the moment the holder is done; in SQLite's busy handler it would sleep in steps of up to
+    100 ms, which made the slowest 1% of requests wait a quarter of a second and more under 50 clients
+    (scripts/bench_labeler.py). Any other program that writes the file still meets the busy handler."""
+
+    def __init__(self, path: str | None):
+        self._threads = threading.RLock()
+        self._path, self._fd, self._pid, self._depth = path, None, None, 0
+
+    def _file(self) -> int | None:
+        if self._path and (self._fd is None or self._pid != os.getpid()):
+            # after a fork, an inherited descriptor would share its lock with the parent: open our own
+            if self._fd is not None:
+                os.close(self._fd)  # the parent's lock stays: it holds its own reference
+                self._fd = None
+            try:
+                self._fd, self._pid = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644), os.getpid()
+            except OSError:  # a folder we cannot write: the threads' lock and SQLite's busy handler remain
+                self._path = None
+        return self._fd if self._path else None
+
+    def __enter__(self):
+        self._threads.acquire()
+        self._depth += 1
+        if self._depth == 1:
+            try:
+                fd = self._file()
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                self._depth -= 1
+                self._threads.release()
+                raise
+        return self
+
+    def __exit__(self, *exc_info):
+        self._depth -= 1
+        try:
+            if self._depth == 0 and self._fd is not None and self._pid == os.getpid():
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+    def close(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
+
+
+def sqlite_file(url: str) -> str | None:
+    """The database file of a SQLite URL; None for an in-memory database."""
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    return None if not database or database == ":memory:" or database.startswith("file:") else database
+
+
 class Database:
     """One per app (or per CLI call): `read()` for queries, `write()` for read-then-write transactions."""
 
     def __init__(self, url: str):
         self.url = url
         self.engine = make_engine(url)
-        # SQLite has one writer at a time. Threads of one process queue here, on a lock that wakes the next
-        # at once, instead of in SQLite's busy handler, which sleeps in steps of up to 100 ms and made the
-        # slowest 1% of requests wait seconds under 50 clients (scripts/bench_labeler.py). Processes still
-        # meet in the busy handler; PostgreSQL needs neither (row locks).
-        self._write_lock = threading.RLock() if url.startswith("sqlite") else nullcontext()
+        # SQLite has one writer at a time: writers queue on a lock that wakes the next at once (WriterLock);
+        # PostgreSQL needs none (row locks).
+        if url.startswith("sqlite"):
+            path = sqlite_file(url)
+            self._write_lock = WriterLock(path + "-lock" if path else None)
+        else:
+            self._write_lock = nullcontext()
         self._reader = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._writer = sessionmaker(bind=self.engine.execution_options(sqlite_immediate=True), expire_on_commit=False)
 
@@ -79,6 +142,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if isinstance(self._write_lock, WriterLock):
+            self._write_lock.close()
 
 
 def get_db(app=None) -> Database:

@@ -36,6 +36,9 @@ class User(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     simulated: Mapped[bool] = mapped_column(Boolean, default=False)  # simulated annotators are named as such
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # a browser session holds the version it logged in at; a password reset or a deactivation moves it on,
+    # which ends every session made before (labeler.security.current_user). API tokens are not sessions.
+    session_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class ApiToken(Base):

@@ -6,7 +6,7 @@ Shared by the CLI (`labeler projects create`), the API (POST /api/v1/projects) a
 
 from __future__ import annotations
 
-from sqlalchemy import case, func, select
+from sqlalchemy import bindparam, case, func, select
 from sqlalchemy.orm import Session
 
 from labeler.errors import LabelerError
@@ -70,6 +70,9 @@ def get_or_create_project(session: Session, name: str, **settings) -> tuple[Proj
     return project, False
 
 
+PROJECT_BY_NAME = select(Project).where(Project.name == bindparam("name"))  # built once: every next and page runs it
+
+
 def find_project(session: Session, project: Project | int | str) -> Project:
     """The one project lookup every view, the CLI and the export call: a Project from itself, its id or
     its name; a 404 LabelerError naming the project when there is none."""
@@ -78,7 +81,7 @@ def find_project(session: Session, project: Project | int | str) -> Project:
     if isinstance(project, int) and not isinstance(project, bool):
         found = session.get(Project, project)
     else:
-        found = session.scalar(select(Project).where(Project.name == project))
+        found = session.scalar(PROJECT_BY_NAME, {"name": project})
     if found is None:
         raise LabelerError(f"project {project!r:.130} does not exist", status=404, field="project")
     return found

@@ -68,19 +68,30 @@ def set_security_headers(response):
     return response
 
 
+def start_session(user) -> None:
+    """Log `user` in on this browser: a fresh session (no fixation) that holds the user's session_version."""
+    session.clear()
+    session["user_id"] = user.id
+    session["session_version"] = user.session_version
+
+
 def current_user():
-    """The logged-in, active User of this request, or None (a deactivated user is logged out at once)."""
+    """The logged-in, active User of this request, or None: a session ends when its user is deactivated or
+    their session_version moved on since it logged in (a password reset; labeler.accounts.end_sessions).
+    The cookie is signed, so a client cannot raise the version it holds."""
     if "labeler_user" not in g:
         g.labeler_user = None
         user_id = session.get("user_id")
         if user_id is not None:
-            from labeler.app import get_db
+            from labeler.db import get_db
             from labeler.models import User
 
             with get_db().read() as s:
                 user = s.get(User, user_id)
-            if user is not None and user.active:
+            if user is not None and user.active and session.get("session_version") == user.session_version:
                 g.labeler_user = user
+            else:
+                session.clear()  # the browser drops the ended session's cookie
     return g.labeler_user
 
 

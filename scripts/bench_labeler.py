@@ -4,19 +4,26 @@ loopback, with an audit of the database afterwards.
     .venv/bin/python scripts/bench_labeler.py                          # 50 clients x 10,000 submissions, SQLite
     .venv/bin/python scripts/bench_labeler.py --postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
     .venv/bin/python scripts/bench_labeler.py --clients 10 --submissions 500 --latency-tasks 200,2000 --crash-cycles 5
+    scripts/pg_test_server.sh .venv/bin/python scripts/bench_labeler.py   # + PostgreSQL: load, SIGKILL and restart cycles
 
 Phases:
   load     N annotator clients (threads, one token each) loop GET /projects/P/next -> POST the ranking; one
-           submission in ten is a change to an earlier label of the same client (a different ranking).
+           submission in ten is a change to an earlier label of the same client (a different ranking, naming
+           the version it replaces: a 409 here is an error).
            Then the audit: every acknowledged label is in the database with the content of its last
            acknowledgement (lost / stale overwrites), no (task, annotator) twice and no task above its
            overlap (duplicated), no 5xx, Task.taken equal to annotations + active leases, and SQLite's
            integrity check. Run on SQLite, and on PostgreSQL when --postgres-url names a server on which
            the bench may create a database.
   latency  one client, next and submit, on a project of 1,000 tasks and one of 100,000 (median ms).
-  crash    N cycles: start the server on one SQLite file, let clients submit, SIGKILL the whole server
+  crash    N cycles: start the server on one database, let clients submit, SIGKILL the whole server
            (master and workers) at a random moment (0.2-2.5 s into the traffic); afterwards every label acknowledged before a kill
-           must be there with its content, and the integrity check must pass.
+           must be there with its content, and the integrity check must pass. On SQLite, and on PostgreSQL
+           with --postgres-url; there, when --postgres-restart names a command that stops the PostgreSQL
+           server in immediate mode (SIGQUIT: no checkpoint, crash recovery at the next start) and starts it
+           again (scripts/pg_test_server.sh exports one), M more cycles restart PostgreSQL itself under the
+           clients and check that the server answers 2xx again afterwards. The crash database asks for
+           synchronous_commit=on, PostgreSQL's default, which the throwaway test server turns off for speed.
 
 Prints a table; the last line is one JSON object (submissions_per_s, p99_ms, lost, duplicated,
 next_ms_ratio_100k_1k, ...). Every server and client runs on this machine: figures measured while other
@@ -42,6 +49,7 @@ from collections import Counter
 from pathlib import Path
 
 import requests
+import urllib3
 from sqlalchemy import create_engine, func, insert, select, text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,14 +75,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def postgres_database(admin_url: str) -> str:
-    """A fresh database on the PostgreSQL server of admin_url; returns its URL."""
+def postgres_database(admin_url: str, durable: bool = False) -> str:
+    """A fresh database on the PostgreSQL server of admin_url; returns its URL. durable: its sessions commit
+    with synchronous_commit=on (a database setting outranks the server's command line), so that a commit is
+    in the WAL before it is acknowledged, whatever the server's own setting."""
     from sqlalchemy.engine import make_url
 
     name = f"labeler_bench_{uuid.uuid4().hex[:8]}"
     engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        if durable:
+            conn.exec_driver_sql(f'ALTER DATABASE "{name}" SET synchronous_commit = on')
     engine.dispose()
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
@@ -197,6 +209,36 @@ class Server:
 # ---- clients -------------------------------------------------------------------------------------------
 
 
+class Answer:
+    def __init__(self, response: urllib3.BaseHTTPResponse):
+        self.status_code, self.data = response.status, response.data
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8", "replace")
+
+    def json(self):
+        return json.loads(self.data)
+
+
+class Client:
+    """One annotator's keep-alive connection, on urllib3 (which requests wraps): the clients share the
+    server's two cores, and requests' own layers cost about as much CPU again as urllib3's. No retries: a
+    request is sent once, as the ledger assumes."""
+
+    Error = (urllib3.exceptions.HTTPError, OSError)
+
+    def __init__(self, base: str, token: str):
+        self.pool = urllib3.connection_from_url(base, maxsize=1, block=True, retries=False,
+                                                timeout=urllib3.Timeout(30), headers={"Authorization": f"Bearer {token}"})
+
+    def get(self, path: str) -> Answer:
+        return Answer(self.pool.request("GET", path))
+
+    def post(self, path: str, body: dict) -> Answer:
+        return Answer(self.pool.request("POST", path, json=body))
+
+
 class Ledger:
     """What the clients were told: the last acknowledged label per (task, token), status codes, latencies."""
 
@@ -211,6 +253,7 @@ class Ledger:
         self.errors: list[str] = []
         self.latency: dict[str, list[float]] = {"next": [], "submit": []}
         self.submitted = 0
+        self.acknowledgements = 0  # 2xx answers to submissions
 
 
 def ranking_for(order: list[int], variant: int) -> dict[str, int]:
@@ -220,17 +263,20 @@ def ranking_for(order: list[int], variant: int) -> dict[str, int]:
 
 def run_client(base: str, token: str, client: int, ledger: Ledger, budget: "Budget", stop: threading.Event,
                expect_failures: bool, rng: random.Random) -> None:
-    http = requests.Session()
-    http.headers["Authorization"] = f"Bearer {token}"
-    mine: list[tuple[int, list[int]]] = []  # tasks this client labelled, with their display order
+    http = Client(base, token)
+    mine: list[int] = []  # tasks whose label this client had acknowledged, in that order
+    orders: dict[int, list[int]] = {}  # task id -> its display order
+    versions: dict[int, int] = {}  # task id -> the version of this client's label last acknowledged
     variants: Counter = Counter()
     while not stop.is_set() and budget.take():
         try:
-            if mine and rng.random() < 0.1:  # a change of mind: a new ranking for an earlier task
-                task_id, order = rng.choice(mine)
+            change = bool(mine) and rng.random() < 0.1
+            if change:  # a change of mind: a new ranking for an earlier task, naming the version it replaces
+                task_id = rng.choice(mine)
+                order = orders[task_id]
             else:
                 t0 = time.perf_counter()
-                got = http.get(f"{base}/api/v1/projects/bench/next", timeout=30)
+                got = http.get("/api/v1/projects/bench/next")
                 with ledger.lock:
                     ledger.latency["next"].append(time.perf_counter() - t0)
                     ledger.statuses[got.status_code] += 1
@@ -238,33 +284,44 @@ def run_client(base: str, token: str, client: int, ledger: Ledger, budget: "Budg
                     budget.give_back()
                     if got.status_code >= 500 or not expect_failures:
                         ledger.errors.append(f"next: {got.status_code} {got.text[:200]}")
+                    if expect_failures:
+                        time.sleep(0.1)  # the database is down: back off as a real client would
                     continue
                 task = got.json()["task"]
                 if task is None:
                     budget.give_back()
                     return
                 task_id, order = task["id"], [r["id"] for r in task["responses"]]
-                mine.append((task_id, order))
+                orders[task_id] = order
             variants[task_id] += 1
             ranking = ranking_for(order, variants[task_id])
+            body = {"ranking": ranking, "seconds_spent": 1.0, **({"version": versions[task_id]} if change else {})}
             with ledger.lock:
                 ledger.unanswered.setdefault((task_id, client), []).append(ranking)
             t0 = time.perf_counter()
-            sent = http.post(f"{base}/api/v1/tasks/{task_id}/annotations", json={"ranking": ranking, "seconds_spent": 1.0}, timeout=30)
+            sent = http.post(f"/api/v1/tasks/{task_id}/annotations", body)
             elapsed = time.perf_counter() - t0
             with ledger.lock:
-                ledger.unanswered[(task_id, client)].remove(ranking)
+                if sent.status_code < 500:  # after a 5xx (the database died under the request) the label may be stored
+                    ledger.unanswered[(task_id, client)].remove(ranking)
                 ledger.latency["submit"].append(elapsed)
                 ledger.statuses[sent.status_code] += 1
                 ledger.submitted += 1
                 if sent.status_code in (200, 201):
-                    ledger.acked[(task_id, client)] = (sent.json()["annotation"]["id"], ranking)
+                    ledger.acknowledgements += 1
+                    stored = sent.json()["annotation"]
+                    ledger.acked[(task_id, client)] = (stored["id"], ranking)
+                    if task_id not in versions:
+                        mine.append(task_id)
+                    versions[task_id] = stored["version"]
                     ledger.unanswered[(task_id, client)] = []
                     if sent.status_code == 201:
                         ledger.created[(task_id, client)] += 1
                 elif sent.status_code >= 500 or not expect_failures:
                     ledger.errors.append(f"submit {task_id}: {sent.status_code} {sent.text[:200]}")
-        except requests.RequestException as err:
+            if sent.status_code >= 500 and expect_failures:
+                time.sleep(0.1)
+        except Client.Error as err:
             # a request in flight when the server was killed: not acknowledged, so nothing is owed
             if not expect_failures:
                 with ledger.lock:
@@ -293,7 +350,11 @@ class Budget:
 
 
 def drive(base: str, tokens: list[str], total: int, ledger: Ledger, *, seconds: float | None = None,
-          expect_failures: bool = False, seed: int = 0, user_ids: list[int] | None = None) -> float:
+          expect_failures: bool = False, seed: int = 0, user_ids: list[int] | None = None,
+          during=None) -> float:
+    """N client threads; without `seconds`, until `total` submissions are made. With `seconds`, return after
+    that long: the caller kills the server and the threads end on their errors. With `during` too, call
+    during() after `seconds` (it restarts the database under the clients), then stop the clients and wait."""
     budget, stop = Budget(total), threading.Event()
     threads = [threading.Thread(target=run_client, args=(base, tok, (user_ids or range(len(tokens)))[i], ledger, budget, stop,
                                                          expect_failures, random.Random(seed * 1000 + i)), daemon=True)
@@ -303,7 +364,10 @@ def drive(base: str, tokens: list[str], total: int, ledger: Ledger, *, seconds: 
         thread.start()
     if seconds is not None:
         time.sleep(seconds)
-        return time.perf_counter() - t0  # the caller kills the server; the threads end on their errors
+        if during is None:
+            return time.perf_counter() - t0  # the caller kills the server; the threads end on their errors
+        during()
+        stop.set()
     for thread in threads:
         thread.join()
     return time.perf_counter() - t0
@@ -399,16 +463,15 @@ def latency_phase(n_tasks: int, args, work: Path) -> dict:
     token = seed(url, "bench", n_tasks, k=3, overlap=1, n_users=1)[0]
     server = Server(url, args.workers, args.threads, work / f"server-latency-{n_tasks}.log")
     server.start()
-    http = requests.Session()
-    http.headers["Authorization"] = f"Bearer {token}"
+    http = Client(server.base, token)
     times = {"next": [], "submit": []}
     try:
         for i in range(args.latency_rounds + 5):
             t0 = time.perf_counter()
-            task = http.get(f"{server.base}/api/v1/projects/bench/next", timeout=30).json()["task"]
+            task = http.get("/api/v1/projects/bench/next").json()["task"]
             t1 = time.perf_counter()
             ranking = ranking_for([r["id"] for r in task["responses"]], 0)
-            response = http.post(f"{server.base}/api/v1/tasks/{task['id']}/annotations", json={"ranking": ranking}, timeout=30)
+            response = http.post(f"/api/v1/tasks/{task['id']}/annotations", {"ranking": ranking})
             t2 = time.perf_counter()
             assert response.status_code == 201, response.text
             if i >= 5:  # the first requests warm up each worker's connections and caches
@@ -420,23 +483,55 @@ def latency_phase(n_tasks: int, args, work: Path) -> dict:
             "submit_ms": round(1000 * statistics.median(times["submit"]), 2)}
 
 
-def crash_phase(args, work: Path) -> dict:
-    url = f"sqlite:///{work / 'crash.db'}"
-    n_tasks = args.crash_cycles * args.clients * 20 + 100
-    print(f"[crash] seeding {n_tasks} tasks; {args.crash_cycles} SIGKILL cycles ...", flush=True)
+def restart_postgres(command: str) -> float:
+    """Run the command that stops PostgreSQL in immediate mode and starts it again; returns its seconds."""
+    t0 = time.perf_counter()
+    done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise SystemExit(f"the PostgreSQL restart command failed ({done.returncode}): {command}\n{done.stdout}{done.stderr}")
+    return time.perf_counter() - t0
+
+
+def crash_phase(label: str, url: str, args, work: Path, restart_cycles: int = 0, restart_command: str = "") -> dict:
+    """SIGKILL cycles of the labeler server, then restart_cycles immediate restarts of PostgreSQL under the
+    clients (the labeler server stays up); then the audit of every acknowledged label."""
+    n_tasks = (args.crash_cycles + restart_cycles) * args.clients * 20 + 100
+    print(f"[crash {label}] seeding {n_tasks} tasks; {args.crash_cycles} SIGKILL cycles"
+          + (f", {restart_cycles} PostgreSQL restarts" if restart_cycles else "") + " ...", flush=True)
     tokens = seed(url, "bench", n_tasks, k=3, overlap=1, n_users=args.clients)
     ids = user_ids_by_token_order(url, args.clients)
     ledger = Ledger()
     rng = random.Random(7)
-    server = Server(url, args.workers, args.threads, work / "server-crash.log")
+    server = Server(url, args.workers, args.threads, work / f"server-crash-{label}.log")
     for cycle in range(args.crash_cycles):
         server.start()
         # clients run, then the server dies mid-request: kill after a random 0.2-2.5 s of traffic
         drive(server.base, tokens, 10**9, ledger, seconds=rng.uniform(0.2, 2.5), expect_failures=True, seed=cycle, user_ids=ids)
         server.kill()
         time.sleep(0.05)  # let the client threads see the closed connections and stop
+    restarts, recovered, restart_seconds = 0, 0, []
+    if restart_cycles:
+        server.start()
+        try:
+            for cycle in range(restart_cycles):
+                marks = {}
+
+                def restart():
+                    restart_seconds.append(restart_postgres(restart_command))
+                    marks["after_restart"] = ledger.acknowledgements
+                    time.sleep(1.5)  # the clients carry on against the restarted database
+
+                drive(server.base, tokens, 10**9, ledger, seconds=rng.uniform(0.2, 2.5), expect_failures=True,
+                      seed=args.crash_cycles + cycle, user_ids=ids, during=restart)
+                restarts += 1
+                recovered += int(ledger.acknowledgements > marks["after_restart"])  # 2xx again after the restart
+        finally:
+            server.stop()
     result = audit(url, ledger)
-    result.update({"cycles": args.crash_cycles, "missing": result["lost"]})
+    result.update({"backend": label, "cycles": args.crash_cycles, "missing": result["lost"], "postgres_restarts": restarts,
+                   "recovered_after_restart": recovered,
+                   "restart_s_median": round(statistics.median(restart_seconds), 2) if restart_seconds else None,
+                   "answered_5xx": sum(n for code, n in ledger.statuses.items() if code >= 500)})
     return result
 
 
@@ -454,8 +549,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="a PostgreSQL server where the bench may CREATE DATABASE (default: $LABELER_TEST_POSTGRES_URL)")
     parser.add_argument("--latency-tasks", default="1000,100000", help="two queue sizes for the next/submit latency")
     parser.add_argument("--latency-rounds", type=int, default=200)
-    parser.add_argument("--crash-cycles", type=int, default=100)
-    parser.add_argument("--skip", default="", help="comma-separated phases to skip: load,postgres,latency,crash")
+    parser.add_argument("--crash-cycles", type=int, default=100, help="SIGKILL cycles of the labeler server, per backend")
+    parser.add_argument("--postgres-restart", default=os.environ.get("LABELER_TEST_POSTGRES_RESTART", ""),
+                        help="a shell command that stops the PostgreSQL server of --postgres-url in immediate mode and starts it "
+                             "again (default: $LABELER_TEST_POSTGRES_RESTART, which scripts/pg_test_server.sh sets)")
+    parser.add_argument("--postgres-restart-cycles", type=int, default=20)
+    parser.add_argument("--skip", default="", help="comma-separated phases to skip: load (both backends), postgres "
+                                                   "(everything on PostgreSQL), latency, crash (both backends)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep databases and server logs here (default: a temp folder)")
     args = parser.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
@@ -466,13 +566,22 @@ def main(argv: list[str] | None = None) -> int:
     loads = []
     if "load" not in skip:
         loads.append(load_phase("sqlite", f"sqlite:///{work / 'load.db'}", args, work))
-    if args.postgres_url and "postgres" not in skip:
+    if args.postgres_url and "postgres" not in skip and "load" not in skip:
         loads.append(load_phase("postgresql", postgres_database(args.postgres_url), args, work))
     latency = []
     if "latency" not in skip:
         small, large = (int(n) for n in args.latency_tasks.split(","))
         latency = [latency_phase(small, args, work), latency_phase(large, args, work)]
-    crash = crash_phase(args, work) if "crash" not in skip and args.crash_cycles > 0 else None
+    crashes = []
+    if "crash" not in skip and args.crash_cycles > 0:
+        crashes.append(crash_phase("sqlite", f"sqlite:///{work / 'crash.db'}", args, work))
+        if args.postgres_url and "postgres" not in skip:
+            restarts = args.postgres_restart_cycles if args.postgres_restart else 0
+            if not args.postgres_restart:
+                print("[crash postgresql] no --postgres-restart command: SIGKILL cycles of the labeler server only", flush=True)
+            crashes.append(crash_phase("postgresql", postgres_database(args.postgres_url, durable=True), args, work,
+                                       restart_cycles=restarts, restart_command=args.postgres_restart))
+    crash = crashes[0] if crashes else None
 
     print()
     print(f"{'backend':<11} {'subs':>6} {'subs/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'acked':>6} {'lost':>5} {'dup':>4} {'stale':>5} "
@@ -486,19 +595,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{'tasks':>7} {'next ms':>8} {'submit ms':>9}   (one client, median of {args.latency_rounds})")
         for r in latency:
             print(f"{r['tasks']:>7} {r['next_ms']:>8} {r['submit_ms']:>9}")
-    if crash:
-        print(f"\ncrash: {crash['cycles']} SIGKILL cycles, {crash['acknowledged']} labels acknowledged, {crash['missing']} missing, "
-              f"{crash['stale_overwrites']} stale, integrity {crash['integrity']}, taken mismatches {crash['taken_mismatches']}")
+    for c in crashes:
+        print(f"\ncrash {c['backend']}: {c['cycles']} SIGKILL cycles"
+              + (f" + {c['postgres_restarts']} PostgreSQL restarts (immediate; median {c['restart_s_median']} s; "
+                 f"2xx again after {c['recovered_after_restart']})" if c["postgres_restarts"] else "")
+              + f", {c['acknowledged']} labels acknowledged, {c['missing']} missing, {c['stale_overwrites']} stale, "
+              f"{c['duplicated']} duplicated, integrity {c['integrity']}, taken mismatches {c['taken_mismatches']}, "
+              f"{c['answered_5xx']} answered 5xx")
     first = loads[0] if loads else {}
     summary = {
         "submissions_per_s": first.get("submissions_per_s"), "p99_ms": first.get("p99_ms"),
-        "lost": sum(r["lost"] for r in loads) + (crash["missing"] if crash else 0),
-        "duplicated": sum(r["duplicated"] for r in loads) + (crash["duplicated"] if crash else 0),
+        "lost": sum(r["lost"] for r in loads) + sum(c["missing"] for c in crashes),
+        "duplicated": sum(r["duplicated"] for r in loads) + sum(c["duplicated"] for c in crashes),
         "stale_overwrites": sum(r["stale_overwrites"] for r in loads),
         "server_errors": sum(r["server_errors"] for r in loads),
         "next_ms_ratio_100k_1k": round(latency[1]["next_ms"] / latency[0]["next_ms"], 2) if latency else None,
         "submit_ms_ratio_100k_1k": round(latency[1]["submit_ms"] / latency[0]["submit_ms"], 2) if latency else None,
         "crash_missing": crash["missing"] if crash else None, "crash_integrity": crash["integrity"] if crash else None,
+        "crash_postgresql": {k: c[k] for k in ("cycles", "postgres_restarts", "recovered_after_restart", "acknowledged",
+                                               "missing", "stale_overwrites", "duplicated", "taken_mismatches")}
+        if len(crashes) > 1 else None,
         "server_cpu_ms_per_submission": first.get("server_cpu_ms_per_submission"),
         "client_cpu_ms_per_submission": first.get("client_cpu_ms_per_submission"),
         "postgresql": next((r for r in loads if r["backend"] == "postgresql"), None) is not None,

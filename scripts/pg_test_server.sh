@@ -13,7 +13,8 @@
 # Without PostgreSQL's server binaries the command runs alone, with a note (the PG tests then skip),
 # unless LABELER_REQUIRE_POSTGRES=1 (.ci/run): then that is an error. When LABELER_TEST_POSTGRES_URL is
 # already set (.ci/run started a server and calls `make test`, which calls this again) the command runs
-# against that server.
+# against that server. It also exports LABELER_TEST_POSTGRES_RESTART, a command that crashes the server
+# (immediate stop) and starts it again, for the crash tests.
 set -euo pipefail
 
 if [ $# -eq 0 ]; then
@@ -80,6 +81,14 @@ if [ -z "$started" ]; then
 fi
 
 export LABELER_TEST_POSTGRES_URL="postgresql+psycopg://postgres@127.0.0.1:$port/postgres"
+# A crash of the database server for the crash tests (scripts/bench_labeler.py, tests/labeler/test_crash.py):
+# immediate mode is SIGQUIT to every backend (no checkpoint, crash recovery at the next start); pg_ctl restart
+# starts it again with the options in postmaster.opts, on the same port.
+restart=$root/restart.sh
+printf '#!/usr/bin/env bash\nexec %s %q -D %q -l %q -m immediate -w -t 60 restart >/dev/null\n' \
+    "${as_owner[*]}" "$bindir/pg_ctl" "$data" "$log" >"$restart"
+chmod 755 "$restart"
+export LABELER_TEST_POSTGRES_RESTART=$restart
 echo "pg_test_server: PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port ($root)" >&2
 status=0
 "$@" || status=$?

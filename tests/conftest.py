@@ -50,6 +50,7 @@ def postgres_template():
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     upgrade_database(postgres_url_for(name))
     yield name
+    engine.dispose()  # a fresh connection: tests/labeler/test_crash.py restarts the server in between
     with engine.connect() as conn:
         conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     engine.dispose()

@@ -259,6 +259,7 @@ def test_add_deactivate_reactivate_and_reset_a_user(app, make_user):
     assert ann.get("/").headers["Location"].startswith("/login")  # logged out at the next request
     assert login(app.test_client(), "ann", "first pw").status_code == 401
     assert c.post(f"/admin/users/{uid}/active", data={"csrf_token": token, "action": "reactivate"}).status_code == 302
+    assert ann.get("/").headers["Location"].startswith("/login")  # reactivation does not bring the old session back
 
     assert c.post(f"/admin/users/{uid}/password", data={"csrf_token": token, "password": "second pw"}).status_code == 302
     assert login(app.test_client(), "ann", "first pw").status_code == 401
@@ -267,6 +268,30 @@ def test_add_deactivate_reactivate_and_reset_a_user(app, make_user):
     actions = [(e.action, e.target, e.actor) for e in events(app) if e.action not in ("login", "login_failed")]
     assert actions == [("user_created", "user ann", "boss"), ("user_deactivated", "user ann", "boss"),
                        ("user_reactivated", "user ann", "boss"), ("password_reset", "user ann", "boss")]
+
+
+def test_a_password_reset_ends_the_users_sessions_and_keeps_their_tokens(app, make_user, make_token):
+    c, token = admin_client(app, make_user)
+    api_token = make_token(make_user("ann"))
+    ann, boss_elsewhere = app.test_client(), app.test_client()
+    assert login(ann, "ann").status_code == 302 and login(boss_elsewhere, "boss").status_code == 302
+    assert ann.get("/").status_code == 200
+    stolen = ann.get_cookie("session").value  # the cookie as someone who copied it holds it
+
+    assert c.post(f"/admin/users/{user_id(app, 'ann')}/password", data={"csrf_token": token, "password": "new pw"}).status_code == 302
+    assert ann.get("/").headers["Location"].startswith("/login")
+    assert login(ann, "ann", "new pw").status_code == 302 and ann.get("/").status_code == 200
+    replay = app.test_client()
+    replay.set_cookie("session", stolen)
+    assert replay.get("/").headers["Location"].startswith("/login")  # even while ann has a new session
+    api = app.test_client().get("/api/v1/projects", headers={"Authorization": f"Bearer {api_token}"})
+    assert api.status_code == 200  # tokens are revoked one by one, not by a reset
+
+    # an admin's own reset keeps the browser that made it and ends their other sessions
+    assert c.post(f"/admin/users/{user_id(app, 'boss')}/password", data={"csrf_token": token, "password": "boss pw"}).status_code == 302
+    assert c.get("/admin").status_code == 200
+    assert boss_elsewhere.get("/admin").headers["Location"].startswith("/login")
+    assert [e.target for e in events(app, "password_reset")] == ["user ann", "user boss"]
 
 
 def test_bad_user_forms_are_4xx_naming_the_field_and_write_nothing(app, make_user):

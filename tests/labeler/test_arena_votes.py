@@ -125,7 +125,7 @@ def test_votes_from_annotations_on_the_dashboard_and_in_the_export(db, make_user
 
     admin = make_user("boss", role="admin")
     with client.session_transaction() as sess:
-        sess["user_id"] = admin.id
+        sess["user_id"], sess["session_version"] = admin.id, admin.session_version
     page = client.get("/admin/projects/demo-arena")
     assert page.status_code == 200
     html = page.get_data(as_text=True)

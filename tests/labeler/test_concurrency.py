@@ -79,3 +79,26 @@ def test_twenty_threads_lose_nothing_and_never_exceed_overlap(live_server, db, m
     assert len({a for a, _, _ in acknowledged}) == len(rows)
     assert statuses[201] == len(rows)
     assert taken_mismatches(db) == []  # the kept load (Task.taken) survived the race
+
+
+def test_sqlite_writers_of_every_process_queue_on_one_file_lock(db, db_url, tmp_path):
+    """gunicorn's workers are processes: db.write() holds flock(2) on '<database>-lock' (labeler.db.WriterLock),
+    which any other descriptor of that file, as another process has, cannot take meanwhile."""
+    import fcntl
+    import os
+
+    import pytest
+
+    from labeler.db import sqlite_file
+
+    if not db_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL writers take row locks, not a file lock")
+    other = os.open(sqlite_file(db_url) + "-lock", os.O_RDWR | os.O_CREAT)
+    try:
+        with db.write():
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released with the transaction
+        fcntl.flock(other, fcntl.LOCK_UN)
+    finally:
+        os.close(other)
