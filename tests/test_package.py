@@ -47,7 +47,7 @@ def test_wheel_installs_and_runs_a_shipped_recipe_outside_the_checkout(tmp_path)
     run([sys.executable, "-m", "venv", venv], tmp_path)
     pip = [venv / "bin" / "python", "-m", "pip", "install", "-q"]
     run([*pip, "torch==2.13.0"], tmp_path)  # first, pinned: the CPU wheel in the local cache
-    run([*pip, wheel], tmp_path)
+    run([*pip, f"{wheel}[train]"], tmp_path)  # the training stages are the [train] extra (the base is the labeler)
 
     work = tmp_path / "work"  # outside the checkout: nothing of it on the path
     work.mkdir()
