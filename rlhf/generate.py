@@ -129,6 +129,8 @@ def generate_responses(model, tokenizer, prompts: list, k: int, max_new_tokens: 
     from tqdm.auto import tqdm
     from transformers import LogitsProcessorList, set_seed
 
+    from rlhf.models import generation_mode
+
     if seed is not None:
         set_seed(seed)
     texts = [
@@ -140,8 +142,6 @@ def generate_responses(model, tokenizer, prompts: list, k: int, max_new_tokens: 
     do_sample = temperature > 0
     device = next(model.parameters()).device
     results: list[list[str]] = []
-    from rlhf.models import generation_mode
-
     try:
         starts = range(0, len(texts), batch_size)
         for start in tqdm(starts, desc="generate", unit="batch", disable=not progress):

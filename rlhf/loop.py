@@ -328,7 +328,7 @@ def run_round(args: LoopArguments, out: Path, round_no: int, policy: str, base: 
         "project": project,
         "arena_project": arena,
         "labels": {"id": labels_meta.get("id"), "content_hash": labels_meta.get("content_hash"),
-                          "counts": labels_meta.get("counts"), "path": str(labels)},
+                   "counts": labels_meta.get("counts"), "path": str(labels)},
         "stages": {s: str(rdir / s) for s in STAGE_KEYS if (rdir / s).is_dir()},
         "resources": stage_resources(rdir),
         "export": str(export_dir),

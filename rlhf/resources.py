@@ -40,20 +40,6 @@ def rss_bytes() -> int | None:
     return kib * 1024 if kib is not None else None
 
 
-def peak_rss_bytes() -> int | None:
-    """Peak resident memory of the process so far (VmHWM, else getrusage)."""
-    kib = _status_kib("VmHWM")
-    if kib is not None:
-        return kib * 1024
-    try:
-        import resource
-
-        scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-    except (ImportError, OSError):
-        return None
-
-
 class PeakSampler:
     """The largest resident set seen while it runs: /proc/self/status read every `interval` seconds by a thread."""
 

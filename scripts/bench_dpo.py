@@ -121,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-dpo-") as tmp:
         data = Path(tmp) / "pairs.jsonl"
         write_pairs(data, args.pairs)
-        env_note = {"HF_DATASETS_CACHE": str(Path(tmp) / "datasets")}  # no reference log-probs cached from a prior run
-        os.environ.update(env_note)
+        os.environ["HF_DATASETS_CACHE"] = str(Path(tmp) / "datasets")  # nothing cached by a prior run: both children
         theirs = None if args.skip_trl else run_child([python, __file__, "--child", "trl", "--model", model, "--data", str(data),
                             "--out", str(Path(tmp) / "trl"), "--batch", str(args.batch),
                             "--max-length", str(args.max_length)])
