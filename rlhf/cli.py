@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from pathlib import Path
 import sys
 
 STAGES = {
@@ -80,6 +81,26 @@ def keep_freed_memory() -> bool:
         return False
 
 
+def run_measured(module, command: str, argv: list[str]) -> int:
+    """The command's `main`; where the loop asked (rlhf.resources.RESOURCES_ENV names a file), its seconds and
+    peak resident memory measured in this process go to that file as JSON (the loop's stage processes)."""
+    import json
+
+    from rlhf.resources import RESOURCES_ENV, measure
+
+    target = os.environ.pop(RESOURCES_ENV, None)
+    if not target:
+        return int(module.main(argv) or 0)
+    record = {"stage": command, "pid": os.getpid()}
+    with measure(record):
+        code = int(module.main(argv) or 0)
+    if code == 0:
+        tmp = Path(target).with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record, indent=2))
+        tmp.replace(target)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     from rlhf.errors import RlhfError
 
@@ -110,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             from rlhf.resources import small_logprob_tiles
 
             small_logprob_tiles()  # TRL's log-prob tiles sized for the CPU: less than half the memory
-        return int(module.main(rest) or 0)
+        return run_measured(module, command, rest)
     except ModuleNotFoundError as exc:  # stages import TRL and friends inside main()
         if exc.name and exc.name.split(".")[0] in TRAIN_PACKAGES:
             return missing_training_packages(command, exc.name)

@@ -1,9 +1,10 @@
 """Where a run's time and memory go: each stage's seconds and peak resident memory, and memory handed back.
 
-The loop runs every stage in one process. `measure()` wraps a stage: a thread samples the resident set every
-20 ms while the stage runs (the stage's own peak; the kernel's peak mark is left alone, so `/usr/bin/time -v`
-still reports the whole run's), then it frees what the stage left behind (garbage collection, then glibc's
-malloc_trim, which returns free heap pages to the kernel), so the next stage starts from the same footing.
+The loop runs every stage in a process of its own (`stage_processes`, the default), or in the loop's process.
+`measure()` wraps a stage: a thread samples the resident set every 20 ms while the stage runs (the stage's own
+peak; the kernel's peak mark is left alone, so `/usr/bin/time -v` still reports the whole run's), then it frees
+what the stage left behind (garbage collection, then glibc's malloc_trim, which returns free heap pages to the
+kernel). `release_memory()` does the same between the phases of a stage.
 
 `expected_seconds()` / `remember_seconds()` keep the last duration of each stage config on this machine
 (<cache>/stage-times.json), so the loop can say how long a stage should take before it starts.
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 GIB = 1024**3
+RESOURCES_ENV = "RLHF_STAGE_RESOURCES"  # the loop names the file where a stage process writes its resources record
 
 
 def _status_kib(field: str) -> int | None:

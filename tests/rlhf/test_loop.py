@@ -1,6 +1,7 @@
 """The closed loop on the tiny model: two rounds, simulated annotators through the real labeler API."""
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -41,8 +42,11 @@ def test_two_rounds_chain_policies_and_trace_labels(tiny_model, tmp_path, monkey
     assert all(0.05 < gb < 64 for gb in summary["stage_peak_rss_gb"].values())
     assert summary["peak_rss_gb"] == max(max(r["peak_rss_gb"] for r in rnd["resources"].values())
                                          for rnd in summary["rounds"])
-    assert json.loads((out / "round-2" / "sft" / "resources.json").read_text())["seconds"] == \
-        summary["stage_seconds"]["sft"]
+    sft_resources = json.loads((out / "round-2" / "sft" / "resources.json").read_text())
+    assert sft_resources["seconds"] == summary["stage_seconds"]["sft"]
+    # stage_processes (the default): every stage ran, and was measured, in a process of its own
+    pids = {json.loads((out / "round-2" / s / "resources.json").read_text())["pid"] for s in summary["stage_seconds"]}
+    assert len(pids) == 6 and os.getpid() not in pids
 
     # Lineage: round 2 samples from round 1's exported policy, and round 1 from the base model.
     gen1 = yaml.safe_load((out / "round-1" / "generate" / "config.yaml").read_text())
@@ -99,8 +103,10 @@ def test_onpolicy_dpo_is_a_loop_algorithm(tiny_model, tmp_path, monkeypatch):
     out = tmp_path / "loop"
     assert rlhf_main(["loop", "--config", "configs/smoke/loop.yaml", "--model_name_or_path", tiny_model,
                       "--output_dir", str(out), "--train_prompts", "6", "--heldout_prompts", "2",
-                      "--algorithm", "onpolicy_dpo", "--arena", "false"]) == 0
+                      "--algorithm", "onpolicy_dpo", "--arena", "false", "--stage_processes", "false"]) == 0
     round1 = out / "round-1"
+    # --stage_processes false: the stages ran inside this (the loop's) process
+    assert json.loads((round1 / "onpolicy" / "resources.json").read_text())["pid"] == os.getpid()
     assert (round1 / "onpolicy" / "summary.json").is_file() and not (round1 / "dpo").exists()
     evaluation = json.loads((round1 / "eval" / "summary.json").read_text())
     assert evaluation["policies"]["final"]["path"] == str(round1 / "onpolicy")
