@@ -166,8 +166,8 @@ def training_defaults(stage: str, **overrides: Any) -> dict[str, Any]:
 
     LoRA on every projection, bfloat16 autocast where the machine has native bfloat16 (else float32), `use_cpu` on a
     GPU-less machine (so `accelerate launch` with
-    recipes/accelerate/cpu_ddp.yaml runs real DDP over gloo), no activation checkpointing (TRL turns it on;
-    on a 135M model recomputation only slows training), TensorBoard and a metrics line every step.
+    recipes/accelerate/cpu_ddp.yaml runs real DDP over gloo), activation checkpointing that stops backward at the
+    lowest trained layer, TensorBoard and a metrics line every step.
     """
     import torch
 
@@ -190,7 +190,10 @@ def training_defaults(stage: str, **overrides: Any) -> dict[str, Any]:
         "bf16": native_bf16(),
         "use_cpu": not torch.cuda.is_available(),
         "ddp_find_unused_parameters": False,  # LoRA leaves no unused parameters; saves a graph walk per step
-        "activation_checkpointing": False,
+        # Activation checkpointing (TRL's default too), with backward stopping at the lowest LoRA layer
+        # (rlhf.models.short_backprop): a reward model on the quickstart's pairs peaked at 2.00 GB instead of
+        # 3.40 GB, for 1.28x the training time (41.6 s against 32.6 s for 8 steps, one thread).
+        "activation_checkpointing": True,
         "dataloader_num_workers": 0,
         "seed": 42,
     }

@@ -54,6 +54,8 @@ def build_trainer(model, tokenizer, training_args, train, evaluation, peft_confi
     """
     from trl import DPOTrainer
 
+    from rlhf.models import short_backprop_callback
+
     trainer = DPOTrainer(
         model=model,
         ref_model=None,  # with LoRA: the adapter-disabled model; without: a frozen copy of the start model
@@ -62,7 +64,7 @@ def build_trainer(model, tokenizer, training_args, train, evaluation, peft_confi
         eval_dataset=evaluation,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=callbacks,
+        callbacks=[*(callbacks or []), short_backprop_callback()],
     )
     return trainer
 

@@ -384,13 +384,17 @@ def evaluate_policies(policies: list[tuple[str, str]], reference: str, reward_mo
     """Figures per policy name, and one record per (policy, prompt). `reference` is one of the names.
 
     Rows with `constraints` add pass-rate figures and a per-record `constraints_met` list.
+    One model is in memory at a time: each policy answers (and samples for the KL, with its own log-probs),
+    then the reference scores every policy's KL sample, then the reward model judges every answer. Holding the
+    judge, the reference and a policy together had made eval the quickstart's largest stage (6.2 GB).
     """
     import copy
 
     import torch
 
     from rlhf.models import load_causal_lm, load_tokenizer, resolve_dtype
-    from rlhf.reward import load_reward_model, score_texts
+    from rlhf.resources import release_memory
+    from rlhf.reward import SCORE_BATCH, load_reward_model, score_texts
 
     check_prompt_constraints(rows, "eval")
     prompts = [row["prompt"] for row in rows]
@@ -400,44 +404,51 @@ def evaluate_policies(policies: list[tuple[str, str]], reference: str, reward_mo
     kl_count = min(args.kl_prompts, len(prompts)) if method == "separate_sample" else len(prompts)
     kl_tokens = args.kl_max_new_tokens or args.max_new_tokens
     paths = dict(policies)
-    judge, judge_tokenizer = load_reward_model(reward_model_path)
-    reference_model = load_causal_lm(paths[reference]).eval()
     reference_vocab = len(load_tokenizer(paths[reference]))
-    records: dict[str, list[dict[str, Any]]] = {}
-    logps: dict[str, tuple[list, list]] = {}  # per policy: its own and the reference's token log-probs
+    samples: dict[str, list[dict[str, Any]]] = {}
+    kl_samples: dict[str, list[dict[str, Any]]] = {}
+    own: dict[str, list[list[float]]] = {}
     for name, path in policies:
         tokenizer = load_tokenizer(path)
         if len(tokenizer) != reference_vocab:
             raise RlhfError(f"policy {name} ({path}) has a different vocabulary from the reference: no KL estimate")
-        model = reference_model if name == reference else load_causal_lm(path).eval()
+        model = load_causal_lm(path).eval()
         print(f"[rlhf eval] {name}: generating {len(prompts)} responses", flush=True)
         generator = model if gen_dtype == "float32" else copy.deepcopy(model).to(getattr(torch, gen_dtype))
-        samples = sample_responses(generator, tokenizer, prompts, args.max_new_tokens, args.temperature, args.top_p,
-                                   args.batch_size, args.seed)
+        samples[name] = sample_responses(generator, tokenizer, prompts, args.max_new_tokens, args.temperature,
+                                         args.top_p, args.batch_size, args.seed)
         del generator
-        rewards = score_texts(judge, judge_tokenizer, prompts, [s["text"] for s in samples], args.batch_size)
-        kl_samples = samples
+        kl_samples[name] = samples[name]
         if method == "separate_sample":
             print(f"[rlhf eval] {name}: sampling {kl_count} responses at temperature 1 for the KL", flush=True)
-            kl_samples = sample_responses(model, tokenizer, prompts[:kl_count], kl_tokens, 1.0, 1.0,
-                                          args.batch_size, args.seed)
-        own = token_logprobs(model, kl_samples, args.batch_size)
-        ref = own if model is reference_model else token_logprobs(reference_model, kl_samples, args.batch_size)
-        recs = response_records(name, rows, samples, rewards)
-        if kl_samples is samples:  # these log-probs are the KL estimate's terms
-            for rec, lp, lr in zip(recs, own, ref):
+            kl_samples[name] = sample_responses(model, tokenizer, prompts[:kl_count], kl_tokens, 1.0, 1.0,
+                                                args.batch_size, args.seed)
+        own[name] = token_logprobs(model, kl_samples[name], args.batch_size)
+        del model
+        release_memory()
+    reference_model = load_causal_lm(paths[reference]).eval()
+    ref = {name: own[name] if name == reference else token_logprobs(reference_model, kl_samples[name], args.batch_size)
+           for name, _ in policies}
+    del reference_model
+    release_memory()
+    print(f"[rlhf eval] scoring {len(policies) * len(prompts)} responses with the reward model", flush=True)
+    judge, judge_tokenizer = load_reward_model(reward_model_path)
+    records: dict[str, list[dict[str, Any]]] = {}
+    for name, _ in policies:
+        rewards = score_texts(judge, judge_tokenizer, prompts, [s["text"] for s in samples[name]], SCORE_BATCH)
+        recs = response_records(name, rows, samples[name], rewards)
+        if kl_samples[name] is samples[name]:  # these log-probs are the KL estimate's terms
+            for rec, lp, lr in zip(recs, own[name], ref[name]):
                 rec["logp_policy"], rec["logp_reference"] = sum(lp), sum(lr)
         records[name] = recs
-        logps[name] = (own, ref)
-        if model is not reference_model:
-            del model
+    del judge
+    release_memory()
     figures: dict[str, dict] = {}
     for name, path in policies:
         recs = records[name]
-        own, ref = logps[name]
         figures[name] = {"path": path, **policy_figures(rows, recs, records[reference]),
-                         "kl_to_reference": kl_estimate(own, ref), "kl_method": method, "kl_responses": len(own),
-                         "generation_dtype": gen_dtype}
+                         "kl_to_reference": kl_estimate(own[name], ref[name]), "kl_method": method,
+                         "kl_responses": len(own[name]), "generation_dtype": gen_dtype}
         if extra_metrics is not None:
             figures[name].update(extra_metrics(rows, recs))
     return figures, [r for name, _ in policies for r in records[name]]

@@ -289,6 +289,47 @@ def generation_mode(model) -> Iterator[None]:
         model.train(was_training)
 
 
+def short_backprop(model) -> int:
+    """Let backpropagation stop below the lowest trained layer when activation checkpointing is on.
+
+    With checkpointing, transformers (at `train()`) and TRL (at trainer construction, with PEFT) add a forward
+    hook that marks the input embeddings' output as requiring grad: reentrant checkpointing needed that for a
+    frozen model's LoRA layers to get gradients. It also makes autograd run backward through every frozen
+    layer below `lora_top_layers`: a reward step with LoRA on the top 12 of 30 layers took 2.1x as long
+    (69 s against 33 s for 8 steps). Non-reentrant checkpointing (transformers 5's default) gives the LoRA
+    weights their gradients without it, so the hooks are removed here. Returns how many were removed.
+    """
+    removed = 0
+    for module in model.modules():
+        get = getattr(module, "get_input_embeddings", None)
+        try:
+            embeddings = get() if callable(get) else None
+        except NotImplementedError:
+            continue
+        hooks = getattr(embeddings, "_forward_hooks", None)
+        if not hooks:
+            continue
+        for key, hook in list(hooks.items()):
+            if getattr(hook, "__name__", "") == "make_inputs_require_grads":
+                del hooks[key]
+                removed += 1
+    return removed
+
+
+def short_backprop_callback():
+    """A TrainerCallback that runs `short_backprop` once training begins (after the trainer enabled
+    checkpointing and its hooks); a no-op without activation checkpointing or with reentrant checkpointing."""
+    from transformers import TrainerCallback
+
+    class ShortBackprop(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            kwargs_ = dict(args.activation_checkpointing_kwargs or {})
+            if model is not None and args.activation_checkpointing and not kwargs_.get("use_reentrant", False):
+                short_backprop(model)
+
+    return ShortBackprop()
+
+
 def load_causal_lm(name: str, dtype: str | None = "float32", merge_adapter: bool = True, **load_kwargs):
     """Load a causal LM; a LoRA adapter folder is loaded onto its base and merged (the stage chain's input).
 

@@ -196,7 +196,7 @@ def sample_and_score(policy_path: str, sft_path: str, tokenizer, judge, prompts:
     """
     from rlhf.eval import sample_responses, token_logprobs
     from rlhf.models import load_causal_lm
-    from rlhf.reward import score_texts
+    from rlhf.reward import SCORE_BATCH, score_texts
 
     repeated = [p for p in prompts for _ in range(args.k)]
     policy = load_causal_lm(policy_path).eval().to(device())
@@ -212,7 +212,7 @@ def sample_and_score(policy_path: str, sft_path: str, tokenizer, judge, prompts:
         del policy
         ref = token_logprobs(load_causal_lm(sft_path).eval().to(device()), kl_part, logprob_batch)
     judge_model, judge_tokenizer = judge
-    rewards = score_texts(judge_model, judge_tokenizer, repeated, [s["text"] for s in samples], args.batch_size)
+    rewards = score_texts(judge_model, judge_tokenizer, repeated, [s["text"] for s in samples], SCORE_BATCH)
     return [
         {"prompt_index": i // args.k, "prompt": p, "response": s["text"], "tokens": len(s["response_ids"]),
          "reward": r, "logp_policy": sum(own[i]) if i < len(own) else None,
@@ -440,7 +440,7 @@ def answer_heldout(policy_path: str, name: str, tokenizer, judge, rows: list[dic
     """One greedy response per held-out prompt from the policy, scored by the reward model: rlhf.eval's records."""
     from rlhf.eval import response_records, sample_responses
     from rlhf.models import load_causal_lm
-    from rlhf.reward import score_texts
+    from rlhf.reward import SCORE_BATCH, score_texts
 
     prompts = [r["prompt"] for r in rows]
     policy = load_causal_lm(policy_path).eval().to(device())
@@ -448,7 +448,7 @@ def answer_heldout(policy_path: str, name: str, tokenizer, judge, rows: list[dic
                                args.batch_size, seed)
     del policy
     judge_model, judge_tokenizer = judge
-    rewards = score_texts(judge_model, judge_tokenizer, prompts, [s["text"] for s in samples], args.batch_size)
+    rewards = score_texts(judge_model, judge_tokenizer, prompts, [s["text"] for s in samples], SCORE_BATCH)
     return response_records(name, rows, samples, rewards)
 
 

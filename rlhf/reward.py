@@ -28,6 +28,11 @@ from rlhf.config import StageArguments
 from rlhf.errors import RlhfError
 
 
+# Conversations scored per forward pass. Scoring 92 held-out answers (float32, one thread, 2026-12-01): batch 16
+# took 26.5 s and 0.35 GB above the loaded model, 32: 27.5 s and 0.70 GB, 96: 32.8 s and 2.10 GB.
+SCORE_BATCH = 16
+
+
 @dataclass
 class RewardArguments(StageArguments):
     train_file: str | None = field(
@@ -95,7 +100,7 @@ def score_conversations(model, tokenizer, conversations: list, batch_size: int =
     return scores
 
 
-def score_texts(model, tokenizer, prompts: list, responses: list, batch_size: int = 8) -> list[float]:
+def score_texts(model, tokenizer, prompts: list, responses: list, batch_size: int = SCORE_BATCH) -> list[float]:
     """Reward of each response to its prompt (prompt: string or messages; response: string)."""
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
@@ -245,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rlhf.config import lora_config, model_load_kwargs, parse_stage_args, resolved_config, sample_rows
     from rlhf.data import data_hash, load_preferences, split_train_test
-    from rlhf.models import fold_adapter_chain, load_tokenizer, resolve_model_path
+    from rlhf.models import fold_adapter_chain, load_tokenizer, resolve_model_path, short_backprop_callback
     from rlhf.config import training_defaults
     from rlhf.runs import metrics_callback, prepare_run_dir, resume_checkpoint, write_summary
 
@@ -286,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         eval_dataset=heldout if training_args.eval_strategy != "no" else None,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[metrics_callback(out)],
+        callbacks=[metrics_callback(out), short_backprop_callback()],
     )
     result = trainer.train(resume_from_checkpoint=resume_checkpoint(out, training_args.resume_from_checkpoint))
     trainer.save_model(str(out))

@@ -80,6 +80,10 @@ def stage_defaults() -> dict:
         num_generations=4,
         per_device_train_batch_size=4,
         max_completion_length=128,
+        # Off here: TRL re-enables checkpointing after every generation, which re-adds the input-embedding hook
+        # that makes backward run through the frozen layers (rlhf.models.short_backprop); on the 2-core CPU
+        # that costs more time than the activations of 4 short completions cost memory.
+        activation_checkpointing=False,
     )
 
 
@@ -88,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rlhf.config import lora_config, model_load_kwargs, parse_stage_args, resolved_config
     from rlhf.data import data_hash, load_prompts
-    from rlhf.models import fold_adapter_chain, is_adapter, load_causal_lm, load_tokenizer, resolve_model_path
+    from rlhf.models import fold_adapter_chain, is_adapter, load_causal_lm, load_tokenizer, resolve_model_path, short_backprop_callback
     from rlhf.reward import check_reward_accuracy, check_reward_model, load_reward_model
     from rlhf.runs import metrics_callback, prepare_run_dir, read_metrics, resume_checkpoint, write_summary
 
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         processing_class=tokenizer,
         reward_processing_classes=[reward_tokenizer],
         peft_config=peft_config,
-        callbacks=[metrics_callback(out)],
+        callbacks=[metrics_callback(out), short_backprop_callback()],
     )
     result = trainer.train(resume_from_checkpoint=resume_checkpoint(out, training_args.resume_from_checkpoint))
     trainer.save_model(str(out))

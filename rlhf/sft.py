@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from rlhf.config import lora_config, model_load_kwargs, parse_stage_args, resolved_config, sample_rows
     from rlhf.data import data_hash, load_sft, split_train_test
     from rlhf.errors import RlhfError
-    from rlhf.models import fold_adapter_chain, load_causal_lm, load_tokenizer, resolve_model_path
+    from rlhf.models import fold_adapter_chain, load_causal_lm, load_tokenizer, resolve_model_path, short_backprop_callback
     from rlhf.runs import metrics_callback, prepare_run_dir, read_metrics, resume_checkpoint, write_summary
 
     args, training_args, model_args, config_path = parse_stage_args(
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         eval_dataset=evaluation,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[metrics_callback(out)],
+        callbacks=[metrics_callback(out), short_backprop_callback()],
     )
     result = trainer.train(resume_from_checkpoint=resume_checkpoint(out, training_args.resume_from_checkpoint))
     trainer.save_model(str(out))

@@ -72,3 +72,39 @@ def test_small_logprob_tiles_give_the_same_log_probs_and_gradients(monkeypatch):
     whole = run(4096, 32768)  # TRL's: one tile
     for a, b in zip(small, whole):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_short_backprop_keeps_lora_gradients_and_stops_below_the_trained_layers(tiny_model):
+    """With activation checkpointing, transformers and TRL hook the input embeddings so that backward runs
+    through every frozen layer; the callback removes those hooks and the LoRA gradients stay exactly the same."""
+    from types import SimpleNamespace
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from rlhf.models import load_causal_lm, short_backprop_callback
+
+    def run(checkpointing: bool):
+        torch.manual_seed(0)
+        model = get_peft_model(load_causal_lm(tiny_model), LoraConfig(
+            r=4, target_modules=["q_proj", "v_proj", "down_proj"], layers_to_transform=[1], init_lora_weights=False))
+        model.train()
+        if checkpointing:
+            model.activation_checkpointing_enable()  # what Trainer.train() does: adds the input-grad hook
+            model.enable_input_require_grads()       # what TRL's trainers add again with PEFT
+            args = SimpleNamespace(activation_checkpointing=True, activation_checkpointing_kwargs=None)
+            short_backprop_callback().on_train_begin(args, None, None, model=model)
+        seen = []
+        model.get_input_embeddings().register_forward_hook(lambda module, inputs, output: seen.append(output))
+        ids = torch.tensor([[1, 5, 9, 14, 20, 33, 2]])
+        model(input_ids=ids, labels=ids).loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        return grads, seen[0].requires_grad
+
+    plain, plain_flag = run(False)
+    checkpointed, flag = run(True)
+    assert not plain_flag and not flag  # backward never reaches the embeddings: it stops at layer 1's LoRA
+    assert plain.keys() == checkpointed.keys() and len(plain) == 6  # A and B of three modules on layer 1
+    for name, grad in plain.items():
+        assert grad.abs().sum() > 0, name
+        assert torch.allclose(grad, checkpointed[name], atol=1e-6), name
