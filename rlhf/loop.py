@@ -174,7 +174,7 @@ def run_stage(stage: str, config: str | None, overrides: dict[str, Any], own_pro
             raise RlhfError(f"stage {stage} failed with exit code {code} ({out})")
         resources.write_text(json.dumps(record, indent=2))
     remember_seconds(key, record["seconds"])
-    log(f"{stage}: finished in {format_seconds(record['seconds'])}, peak memory {record['peak_rss_gb']} GB")
+    log(f"{stage}: finished in {format_seconds(record['seconds'])}, peak memory {record['peak_rss_gb']} GiB")
     return out
 
 
@@ -569,6 +569,6 @@ def print_table(summary: dict[str, Any], report) -> None:
         from rlhf.resources import format_seconds
 
         print("time (peak memory) by stage: " + ", ".join(
-            f"{stage} {format_seconds(sec)} ({summary['stage_peak_rss_gb'].get(stage)} GB)"
+            f"{stage} {format_seconds(sec)} ({summary['stage_peak_rss_gb'].get(stage)} GiB)"
             for stage, sec in summary["stage_seconds"].items() if sec is not None))
     print(f"seconds: {summary['seconds']:.0f}   export: {summary['export']}   report: {report or '-'}")

@@ -292,7 +292,7 @@ def render_rounds(summary: dict[str, Any], rounds: list[tuple[int, Path]]) -> st
         if rows:
             parts.append(f"<h3>Round {r}</h3>\n")
             parts.append(render_table(["stage", "steps", "first loss", "last loss", "train seconds", "stage seconds",
-                                       "peak memory (GB)", "trained on labels"], rows))
+                                       "peak memory (GiB)", "trained on labels"], rows))
     return "".join(parts)
 
 
