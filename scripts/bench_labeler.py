@@ -606,14 +606,15 @@ def main(argv: list[str] | None = None) -> int:
     crash = crashes[0] if crashes else None
 
     print()
-    print(f"{'backend':<11} {'subs':>6} {'subs/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'acked':>6} {'lost':>5} {'dup':>4} {'stale':>5} "
-          f"{'5xx':>4} {'503':>4} {'taken!':>6} {'integrity':>9} {'srv cpu ms':>10} {'cli cpu ms':>10}")
-    for r in loads:
-        print(f"{r['backend']:<11} {r['submissions']:>6} {r['submissions_per_s']:>7} {r['p50_ms']:>7} {r['p99_ms']:>7} "
-              f"{r['acknowledged']:>6} {r['lost']:>5} {r['duplicated']:>4} {r['stale_overwrites']:>5} {r['server_errors']:>4} {r['unavailable']:>4} "
-              f"{r['taken_mismatches']:>6} {r['integrity']:>9} {r['server_cpu_ms_per_submission']:>10} {r['client_cpu_ms_per_submission']:>10}")
-    print("(5xx: server errors other than 503, a failure; 503: database unavailable, a failure here too, where nothing is down;\n"
-          " srv/cli cpu ms: CPU time of the server's processes / of this bench's client threads per submission with its next)")
+    if loads:
+        print(f"{'backend':<11} {'subs':>6} {'subs/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'acked':>6} {'lost':>5} {'dup':>4} {'stale':>5} "
+              f"{'5xx':>4} {'503':>4} {'taken!':>6} {'integrity':>9} {'srv cpu ms':>10} {'cli cpu ms':>10}")
+        for r in loads:
+            print(f"{r['backend']:<11} {r['submissions']:>6} {r['submissions_per_s']:>7} {r['p50_ms']:>7} {r['p99_ms']:>7} "
+                  f"{r['acknowledged']:>6} {r['lost']:>5} {r['duplicated']:>4} {r['stale_overwrites']:>5} {r['server_errors']:>4} {r['unavailable']:>4} "
+                  f"{r['taken_mismatches']:>6} {r['integrity']:>9} {r['server_cpu_ms_per_submission']:>10} {r['client_cpu_ms_per_submission']:>10}")
+        print("(5xx: server errors other than 503, a failure; 503: database unavailable, a failure here too, where nothing is down;\n"
+              " srv/cli cpu ms: CPU time of the server's processes / of this bench's client threads per submission with its next)")
     if latency:
         print(f"\n{'tasks':>7} {'next ms':>8} {'submit ms':>9}   (one client, median of {args.latency_rounds})")
         for r in latency:
