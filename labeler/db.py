@@ -14,9 +14,18 @@ from pathlib import Path
 from typing import Iterator
 
 from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 BUSY_TIMEOUT_MS = 30_000
+# PostgreSQL SQLSTATEs of a server going away or not back yet: admin_shutdown, crash_shutdown (another
+# backend crashed), cannot_connect_now (starting up, shutting down, in recovery), too_many_connections;
+# class 08 (connection exception) is checked by prefix.
+POSTGRES_UNAVAILABLE = ("57P01", "57P02", "57P03", "53300")
+# SQLite's primary result codes for a file that is busy past the busy timeout or cannot be opened
+# (SQLITE_BUSY 'database is locked', SQLITE_LOCKED, SQLITE_CANTOPEN 'unable to open database file').
+SQLITE_UNAVAILABLE = {5, 6, 14}
+SQLITE_UNAVAILABLE_MESSAGES = ("database is locked", "database table is locked", "unable to open database file")
 
 
 class Base(DeclarativeBase):
@@ -46,6 +55,33 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def database_unavailable(err: BaseException) -> bool:
+    """Whether a SQLAlchemy error says the database is down, restarting or busy (try again later) rather
+    than that the statement is wrong: a lost connection (SQLAlchemy's own disconnect test), a refused or
+    failed connect, a PostgreSQL server shutting down or starting up, a SQLite file locked past the busy
+    timeout or that cannot be opened. labeler.errors answers these 503 with Retry-After."""
+    if isinstance(err, DisconnectionError):
+        return True
+    if not isinstance(err, DBAPIError):
+        return False
+    if err.connection_invalidated:
+        return True
+    if not isinstance(err, (OperationalError, InterfaceError)):
+        return False
+    orig = err.orig
+    if hasattr(orig, "sqlstate"):
+        # psycopg: no SQLSTATE means the connection itself failed: refused, lost, timed out, or refused by
+        # the server ("the database system is starting up"). libpq gives a failed connect no SQLSTATE, so
+        # a server that refuses us for good (no such database, a wrong password) is a 503 too; the log
+        # line says which.
+        state = orig.sqlstate
+        return state is None or state.startswith("08") or state in POSTGRES_UNAVAILABLE
+    code = getattr(orig, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in SQLITE_UNAVAILABLE
+    return any(message in str(orig) for message in SQLITE_UNAVAILABLE_MESSAGES)
 
 
 class WriterLock:

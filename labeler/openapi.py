@@ -24,7 +24,8 @@ def json_body(schema: dict, description: str = "") -> dict:
 
 
 ERROR = {"$ref": "#/components/responses/Error"}
-ERRORS = {code: ERROR for code in ("400", "401", "404", "413", "422")}
+# 503: the database is down, restarting or busy; the answer says when to retry (labeler.errors)
+ERRORS = {**{code: ERROR for code in ("400", "401", "404", "413", "422")}, "503": {"$ref": "#/components/responses/Unavailable"}}
 ADMIN_ERRORS = {**ERRORS, "403": ERROR}
 NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "pattern": PROJECT_NAME_PATTERN},
         "description": "project name"}
@@ -135,6 +136,13 @@ def openapi_document() -> dict:
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": schema_components(),
-            "responses": {"Error": json_body(ref("Error"), "an error naming the field at fault")},
+            "responses": {
+                "Error": json_body(ref("Error"), "an error naming the field at fault"),
+                "Unavailable": {
+                    **json_body(ref("Error"), "the database is down, restarting or busy: send the same request "
+                                              "again after Retry-After seconds (a repeated submission is safe)"),
+                    "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}},
+                },
+            },
         },
     }

@@ -12,7 +12,14 @@
                      sqlite:///path/limits.db, a SQLite file on this machine that needs no server
                      (SqliteStorage below; `labeler serve` uses $TMPDIR/labeler-limits-UID-PORT.db by default).
 
-The fixed-window strategy is used: one counter per key and window, which every backend supports.
+The fixed-window strategy is used: one counter per key and window, which every backend supports, and one
+storage round trip per check (the moving window keeps a timestamp per hit).
+
+What a request costs (scripts/profile_labeler.py, docs/scaling.md): the API's limit is one hit on the
+storage in a before_request hook (check_api_limit), through the Limiter's own strategy and storage; the
+login limit is Flask-Limiter's decorator (only failed logins count, which its deduct_when does). The
+X-RateLimit-* headers are off: they cost two more storage reads on every answer. A 429 still carries
+Retry-After, read from the storage only then.
 """
 
 from __future__ import annotations
@@ -25,7 +32,11 @@ import time
 from flask import Flask, current_app, jsonify, render_template, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from limits import parse
 from limits.storage import Storage
+from werkzeug.exceptions import TooManyRequests
+
+from labeler.errors import LabelerError
 
 
 class SqliteStorage(Storage):
@@ -100,9 +111,36 @@ def api_key() -> str:
     return "addr:" + (get_remote_address() or "?")
 
 
+def check_api_limit() -> None:
+    """Spend one call of the caller's budget (API_RATE_LIMIT per token) on every API call but the OpenAPI
+    document; 429 with Retry-After once it is spent.
+
+    Runs before the token lookup, so a flood costs the database nothing. Flask-Limiter's own blueprint
+    limit did the same through its generic resolution, on every request: the application, default,
+    blueprint and decorated limits and their exemptions, the limit string parsed again, the key prefix,
+    then the hit: about 180 Python calls per request more than this function (docs/scaling.md). Here the limit
+    is parsed once (init_app) and hit through the Limiter's own strategy and storage (`Limiter.limiter`:
+    the `limits` library that Flask-Limiter is built on)."""
+    if request.blueprint != "api" or request.endpoint == "api.openapi":
+        return
+    limiter = current_app.extensions["labeler_limiter"]
+    if not limiter.enabled:
+        return
+    limit, key = current_app.extensions["labeler_api_limit"], api_key()
+    if not limiter.limiter.hit(limit, key, "api"):
+        reset_at = limiter.limiter.get_window_stats(limit, key, "api").reset_time
+        raise TooManyRequests(str(limit), retry_after=max(1, int(reset_at - time.time()) + 1))
+
+
+def seconds_to_reset() -> int:
+    """Retry-After for a 429 of Flask-Limiter's login limit: until its window ends."""
+    breached = current_app.extensions["labeler_limiter"].current_limit
+    return max(1, breached.reset_at - int(time.time())) if breached is not None else 60
+
+
 def too_many_requests(err):
-    """429: JSON under /api/, the login page with its message on /login."""
-    retry = getattr(err, "retry_after", None)
+    """429 with Retry-After: JSON under /api/, the login page with its message on /login."""
+    retry = getattr(err, "retry_after", None) or seconds_to_reset()
     if request.path.startswith("/api/"):
         response = jsonify(error=f"rate limit exceeded ({err.description}); slow down and retry later", field="Authorization")
     elif request.endpoint == "auth.login":
@@ -112,8 +150,7 @@ def too_many_requests(err):
     else:
         return err
     response.status_code = 429
-    if retry:
-        response.headers["Retry-After"] = str(retry)
+    response.headers["Retry-After"] = str(retry)
     return response
 
 
@@ -121,7 +158,7 @@ def init_app(app: Flask) -> Limiter:
     """One Limiter per app (tests make many apps; counters must not leak between them)."""
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config.get("RATE_LIMIT_STORAGE") or "memory://")
     app.config.setdefault("RATELIMIT_STRATEGY", "fixed-window")
-    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)  # two storage reads per answer (the docstring)
     limiter = Limiter(key_func=get_remote_address, app=app)
     login_per_minute = int(app.config.get("LOGIN_RATE_LIMIT", 10))
     # only failed logins count (deduct_when), but every POST is checked first: a blocked account is blocked
@@ -129,7 +166,12 @@ def init_app(app: Flask) -> Limiter:
                            deduct_when=lambda response: response.status_code == 401)
     app.view_functions["auth.login"] = failed(app.view_functions["auth.login"])
     api_limit = app.config.get("API_RATE_LIMIT") or "6000 per minute"
-    limiter.limit(api_limit, key_func=api_key, exempt_when=lambda: request.endpoint == "api.openapi")(app.blueprints["api"])
+    try:
+        app.extensions["labeler_api_limit"] = parse(api_limit)
+    except ValueError as err:  # at start-up: Flask-Limiter's own limits only log a bad string, per request
+        raise LabelerError(f"LABELER_API_RATE_LIMIT {api_limit!r}: not a rate limit ({err}); write e.g. '6000 per minute'") from None
+    limiter.request_filter(lambda: request.blueprint == "api")  # the API's limit is check_api_limit's
+    app.before_request(check_api_limit)
     app.register_error_handler(429, too_many_requests)
     app.extensions["labeler_limiter"] = limiter
     return limiter

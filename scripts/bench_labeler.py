@@ -12,7 +12,7 @@ Phases:
            the version it replaces: a 409 here is an error).
            Then the audit: every acknowledged label is in the database with the content of its last
            acknowledgement (lost / stale overwrites), no (task, annotator) twice and no task above its
-           overlap (duplicated), no 5xx, Task.taken equal to annotations + active leases, and SQLite's
+           overlap (duplicated), no 5xx (nor 503: nothing is down here), Task.taken equal to annotations + active leases, and SQLite's
            integrity check. Run on SQLite, and on PostgreSQL when --postgres-url names a server on which
            the bench may create a database.
   latency  one client, next and submit, on a project of 1,000 tasks and one of 100,000 (median ms).
@@ -22,7 +22,9 @@ Phases:
            with --postgres-url; there, when --postgres-restart names a command that stops the PostgreSQL
            server in immediate mode (SIGQUIT: no checkpoint, crash recovery at the next start) and starts it
            again (scripts/pg_test_server.sh exports one), M more cycles restart PostgreSQL itself under the
-           clients and check that the server answers 2xx again afterwards. The crash database asks for
+           clients and check that the server answers 2xx again afterwards. While the database is down the
+           server must answer 503 with Retry-After (counted apart: expected there); any other 5xx is a
+           failure. The crash database asks for
            synchronous_commit=on, PostgreSQL's default, which the throwaway test server turns off for speed.
 
 Prints a table; the last line is one JSON object (submissions_per_s, p99_ms, lost, duplicated,
@@ -212,6 +214,7 @@ class Server:
 class Answer:
     def __init__(self, response: urllib3.BaseHTTPResponse):
         self.status_code, self.data = response.status, response.data
+        self.retry_after = response.headers.get("Retry-After")
 
     @property
     def text(self) -> str:
@@ -250,10 +253,27 @@ class Ledger:
         self.unanswered: dict[tuple[int, int], list[dict]] = {}
         self.created: Counter = Counter()  # (task id, client) -> number of 201s
         self.statuses: Counter = Counter()
+        self.unavailable_without_retry_after = 0  # 503s that did not say when to come back
         self.errors: list[str] = []
         self.latency: dict[str, list[float]] = {"next": [], "submit": []}
         self.submitted = 0
         self.acknowledgements = 0  # 2xx answers to submissions
+
+
+def count_status(ledger: Ledger, answer: Answer) -> None:
+    """Under ledger.lock."""
+    ledger.statuses[answer.status_code] += 1
+    if answer.status_code == 503 and not (answer.retry_after or "").isdigit():
+        ledger.unavailable_without_retry_after += 1
+
+
+def unavailable(ledger: Ledger) -> int:
+    return ledger.statuses.get(503, 0)
+
+
+def server_errors(ledger: Ledger) -> int:
+    """5xx other than 503: a 500 is a bug, whatever the database did."""
+    return sum(n for code, n in ledger.statuses.items() if code >= 500 and code != 503)
 
 
 def ranking_for(order: list[int], variant: int) -> dict[str, int]:
@@ -279,10 +299,10 @@ def run_client(base: str, token: str, client: int, ledger: Ledger, budget: "Budg
                 got = http.get("/api/v1/projects/bench/next")
                 with ledger.lock:
                     ledger.latency["next"].append(time.perf_counter() - t0)
-                    ledger.statuses[got.status_code] += 1
+                    count_status(ledger, got)
                 if got.status_code != 200:
                     budget.give_back()
-                    if got.status_code >= 500 or not expect_failures:
+                    if (got.status_code >= 500 and got.status_code != 503) or not expect_failures:
                         ledger.errors.append(f"next: {got.status_code} {got.text[:200]}")
                     if expect_failures:
                         time.sleep(0.1)  # the database is down: back off as a real client would
@@ -302,10 +322,11 @@ def run_client(base: str, token: str, client: int, ledger: Ledger, budget: "Budg
             sent = http.post(f"/api/v1/tasks/{task_id}/annotations", body)
             elapsed = time.perf_counter() - t0
             with ledger.lock:
-                if sent.status_code < 500:  # after a 5xx (the database died under the request) the label may be stored
+                # after a 5xx the label may be stored: a 503 whose connection died during COMMIT cannot know
+                if sent.status_code < 500:
                     ledger.unanswered[(task_id, client)].remove(ranking)
                 ledger.latency["submit"].append(elapsed)
-                ledger.statuses[sent.status_code] += 1
+                count_status(ledger, sent)
                 ledger.submitted += 1
                 if sent.status_code in (200, 201):
                     ledger.acknowledgements += 1
@@ -317,7 +338,7 @@ def run_client(base: str, token: str, client: int, ledger: Ledger, budget: "Budg
                     ledger.unanswered[(task_id, client)] = []
                     if sent.status_code == 201:
                         ledger.created[(task_id, client)] += 1
-                elif sent.status_code >= 500 or not expect_failures:
+                elif (sent.status_code >= 500 and sent.status_code != 503) or not expect_failures:
                     ledger.errors.append(f"submit {task_id}: {sent.status_code} {sent.text[:200]}")
             if sent.status_code >= 500 and expect_failures:
                 time.sleep(0.1)
@@ -410,7 +431,8 @@ def audit(url: str, ledger: Ledger) -> dict:
                 if key in stored and stored[key][1] != ranking and stored[key][1] not in ledger.unanswered.get(key, []))
     duplicated = sum(n - 1 for n in ledger.created.values() if n > 1) + sum(n - overlap for n in per_task.values() if n > overlap)
     return {"acknowledged": len(ledger.acked), "stored": len(stored), "lost": lost, "duplicated": duplicated,
-            "stale_overwrites": stale, "server_errors": sum(n for code, n in ledger.statuses.items() if code >= 500),
+            "stale_overwrites": stale, "server_errors": server_errors(ledger), "unavailable": unavailable(ledger),
+            "unavailable_without_retry_after": ledger.unavailable_without_retry_after,
             "taken_mismatches": taken_wrong, "integrity": integrity}
 
 
@@ -531,7 +553,7 @@ def crash_phase(label: str, url: str, args, work: Path, restart_cycles: int = 0,
     result.update({"backend": label, "cycles": args.crash_cycles, "missing": result["lost"], "postgres_restarts": restarts,
                    "recovered_after_restart": recovered,
                    "restart_s_median": round(statistics.median(restart_seconds), 2) if restart_seconds else None,
-                   "answered_5xx": sum(n for code, n in ledger.statuses.items() if code >= 500)})
+                   "answered_503": unavailable(ledger), "answered_5xx": server_errors(ledger)})
     return result
 
 
@@ -584,13 +606,15 @@ def main(argv: list[str] | None = None) -> int:
     crash = crashes[0] if crashes else None
 
     print()
-    print(f"{'backend':<11} {'subs':>6} {'subs/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'acked':>6} {'lost':>5} {'dup':>4} {'stale':>5} "
-          f"{'5xx':>4} {'taken!':>6} {'integrity':>9} {'srv cpu ms':>10} {'cli cpu ms':>10}")
-    for r in loads:
-        print(f"{r['backend']:<11} {r['submissions']:>6} {r['submissions_per_s']:>7} {r['p50_ms']:>7} {r['p99_ms']:>7} "
-              f"{r['acknowledged']:>6} {r['lost']:>5} {r['duplicated']:>4} {r['stale_overwrites']:>5} {r['server_errors']:>4} "
-              f"{r['taken_mismatches']:>6} {r['integrity']:>9} {r['server_cpu_ms_per_submission']:>10} {r['client_cpu_ms_per_submission']:>10}")
-    print("(srv/cli cpu ms: CPU time of the server's processes / of this bench's client threads per submission with its next)")
+    if loads:
+        print(f"{'backend':<11} {'subs':>6} {'subs/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'acked':>6} {'lost':>5} {'dup':>4} {'stale':>5} "
+              f"{'5xx':>4} {'503':>4} {'taken!':>6} {'integrity':>9} {'srv cpu ms':>10} {'cli cpu ms':>10}")
+        for r in loads:
+            print(f"{r['backend']:<11} {r['submissions']:>6} {r['submissions_per_s']:>7} {r['p50_ms']:>7} {r['p99_ms']:>7} "
+                  f"{r['acknowledged']:>6} {r['lost']:>5} {r['duplicated']:>4} {r['stale_overwrites']:>5} {r['server_errors']:>4} {r['unavailable']:>4} "
+                  f"{r['taken_mismatches']:>6} {r['integrity']:>9} {r['server_cpu_ms_per_submission']:>10} {r['client_cpu_ms_per_submission']:>10}")
+        print("(5xx: server errors other than 503, a failure; 503: database unavailable, a failure here too, where nothing is down;\n"
+              " srv/cli cpu ms: CPU time of the server's processes / of this bench's client threads per submission with its next)")
     if latency:
         print(f"\n{'tasks':>7} {'next ms':>8} {'submit ms':>9}   (one client, median of {args.latency_rounds})")
         for r in latency:
@@ -601,19 +625,22 @@ def main(argv: list[str] | None = None) -> int:
                  f"2xx again after {c['recovered_after_restart']})" if c["postgres_restarts"] else "")
               + f", {c['acknowledged']} labels acknowledged, {c['missing']} missing, {c['stale_overwrites']} stale, "
               f"{c['duplicated']} duplicated, integrity {c['integrity']}, taken mismatches {c['taken_mismatches']}, "
-              f"{c['answered_5xx']} answered 5xx")
+              f"{c['answered_503']} answered 503 (database unavailable; "
+              f"{c['unavailable_without_retry_after']} without Retry-After), {c['answered_5xx']} answered another 5xx")
     first = loads[0] if loads else {}
     summary = {
         "submissions_per_s": first.get("submissions_per_s"), "p99_ms": first.get("p99_ms"),
         "lost": sum(r["lost"] for r in loads) + sum(c["missing"] for c in crashes),
         "duplicated": sum(r["duplicated"] for r in loads) + sum(c["duplicated"] for c in crashes),
         "stale_overwrites": sum(r["stale_overwrites"] for r in loads),
-        "server_errors": sum(r["server_errors"] for r in loads),
+        "server_errors": sum(r["server_errors"] for r in loads) + sum(c["answered_5xx"] for c in crashes),
+        "unavailable_503": sum(r["unavailable"] for r in loads),
         "next_ms_ratio_100k_1k": round(latency[1]["next_ms"] / latency[0]["next_ms"], 2) if latency else None,
         "submit_ms_ratio_100k_1k": round(latency[1]["submit_ms"] / latency[0]["submit_ms"], 2) if latency else None,
         "crash_missing": crash["missing"] if crash else None, "crash_integrity": crash["integrity"] if crash else None,
         "crash_postgresql": {k: c[k] for k in ("cycles", "postgres_restarts", "recovered_after_restart", "acknowledged",
-                                               "missing", "stale_overwrites", "duplicated", "taken_mismatches")}
+                                               "missing", "stale_overwrites", "duplicated", "taken_mismatches",
+                                               "answered_503", "unavailable_without_retry_after", "answered_5xx")}
         if len(crashes) > 1 else None,
         "server_cpu_ms_per_submission": first.get("server_cpu_ms_per_submission"),
         "client_cpu_ms_per_submission": first.get("client_cpu_ms_per_submission"),

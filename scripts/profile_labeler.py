@@ -3,6 +3,7 @@
     .venv/bin/python scripts/profile_labeler.py                      # 5 rounds of 500 submissions, then a profile
     .venv/bin/python scripts/profile_labeler.py --sort tottime --top 40
     .venv/bin/python scripts/profile_labeler.py --filter 'labeler/'   # only the project's own functions
+    .venv/bin/python scripts/profile_labeler.py --set RATELIMIT_ENABLED=false   # Flask-Limiter's share, by difference
 
 The app that `labeler serve` runs (create_app, the SQLite rate-limit storage, the real API views) on a
 SQLite file seeded as scripts/bench_labeler.py seeds it, driven through Flask's test client by 20
@@ -70,14 +71,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sort", default="cumulative", help="cProfile's sort key (cumulative, tottime, ncalls)")
     parser.add_argument("--top", type=int, default=30, help="rows of the profile table (0: none)")
     parser.add_argument("--filter", default="", help="a regular expression the table's rows must match")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an app setting for create_app (true/false/integers as such), e.g. RATELIMIT_ENABLED=false")
     args = parser.parse_args(argv)
+    settings = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        settings[key] = {"true": True, "false": False}.get(value.lower(), int(value) if value.isdigit() else value)
 
     work = Path(tempfile.mkdtemp(prefix="profile-labeler-"))
     n = args.submissions
     url = f"sqlite:///{work / 'labels.db'}"
     tokens = bench.seed(url, "bench", n * (args.rounds + 2) + 200, k=3, overlap=2, n_users=ANNOTATORS)
     app = create_app({"DATABASE_URL": url, "SECRET_KEY": bench.SECRET, "API_RATE_LIMIT": "100000 per minute",
-                      "RATE_LIMIT_STORAGE": f"sqlite:///{work / 'limits.db'}"})  # as `labeler serve` has it
+                      "RATE_LIMIT_STORAGE": f"sqlite:///{work / 'limits.db'}", **settings})  # as `labeler serve` has it
     statements = [0]
     event.listen(get_db(app).engine, "before_cursor_execute", lambda *_: statements.__setitem__(0, statements[0] + 1))
     annotators = Annotators(app.test_client(), tokens)

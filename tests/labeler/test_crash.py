@@ -2,7 +2,8 @@
 and workers, while ten clients submit; on PostgreSQL the database server itself is also crashed (immediate
 stop, then start) under the clients when scripts/pg_test_server.sh provides the command. Every label
 acknowledged before a crash must be in the database with its last acknowledged content, nothing twice,
-and the kept queue counts must equal fresh counts. The bench runs 100 cycles (docs/scaling.md)."""
+and the kept queue counts must equal fresh counts. While PostgreSQL is down the server answers 503 with
+Retry-After, never a 500. The bench runs 100 cycles (docs/scaling.md)."""
 
 from __future__ import annotations
 
@@ -45,3 +46,7 @@ def test_no_acknowledged_label_is_lost_when_the_server_side_crashes(backend, tmp
     assert result["integrity"] == ("ok" if backend == "sqlite" else "n/a")
     assert result["postgres_restarts"] == restart_cycles
     assert result["recovered_after_restart"] == restart_cycles  # 2xx again once PostgreSQL is back
+    assert result["answered_5xx"] == 0  # an outage answers 503; a 500 is a bug
+    assert result["unavailable_without_retry_after"] == 0
+    if restart_cycles:
+        assert result["answered_503"] > 0  # the clients did meet the outage

@@ -1,10 +1,12 @@
 """Rate limits (labeler.ratelimit, Flask-Limiter): failed logins per account, API calls per token, and
 counters that several server workers share through a SQLite file."""
 
+import pytest
 import requests
 
 from conftest import PASSWORD
 from labeler.app import create_app
+from labeler.errors import LabelerError
 from labeler.ratelimit import SqliteStorage
 from test_auth import login
 
@@ -23,6 +25,7 @@ def test_failed_logins_are_limited_per_account_from_any_address(db_url, make_use
     assert [attempt("ann", "guess", address).status_code for address in ("10.0.0.1", "10.0.0.2")] == [401, 401]
     blocked = attempt("ann", PASSWORD, "10.0.0.3")
     assert blocked.status_code == 429 and "Too many failed attempts" in blocked.text
+    assert 1 <= int(blocked.headers["Retry-After"]) <= 61
     # other accounts are not affected, and a successful login is not a failure: it spends nothing
     assert [attempt("bob", PASSWORD, "10.0.0.3").status_code for _ in range(3)] == [302, 302, 302]
 
@@ -33,9 +36,28 @@ def test_api_calls_are_limited_per_token(db_url, make_user, auth_header):
     assert [client.get("/api/v1/projects", headers=ann).status_code for _ in range(3)] == [200, 200, 200]
     limited = client.get("/api/v1/projects", headers=ann)
     assert limited.status_code == 429 and limited.is_json and "rate limit" in limited.json["error"]
-    assert "Retry-After" in limited.headers
+    assert 1 <= int(limited.headers["Retry-After"]) <= 61  # seconds until the minute's window ends
     assert client.get("/api/v1/projects", headers=bob).status_code == 200  # another token has its own budget
     assert client.get("/api/v1/openapi.json").status_code == 200  # the document is never limited
+
+
+def test_answers_within_the_limit_carry_no_rate_limit_headers(client, make_user, auth_header):
+    """No X-RateLimit-* or Retry-After on every answer (each cost two storage reads): only a 429 says when."""
+    answer = client.get("/api/v1/projects", headers=auth_header(make_user("ann")))
+    assert answer.status_code == 200
+    assert not [name for name in answer.headers.keys() if name.lower().startswith("x-ratelimit") or name == "Retry-After"]
+
+
+def test_a_bad_api_limit_stops_the_app_at_start(db_url):
+    with pytest.raises(LabelerError, match="LABELER_API_RATE_LIMIT 'lots'"):
+        create_app({"TESTING": True, "DATABASE_URL": db_url, "API_RATE_LIMIT": "lots"})
+
+
+def test_limits_can_be_switched_off(db_url, make_user, auth_header):
+    client = create_app({"TESTING": True, "DATABASE_URL": db_url, "API_RATE_LIMIT": "1 per minute",
+                         "RATELIMIT_ENABLED": False}).test_client()
+    ann = auth_header(make_user("ann"))
+    assert [client.get("/api/v1/projects", headers=ann).status_code for _ in range(3)] == [200, 200, 200]
 
 
 def test_sqlite_storage_is_shared_between_workers(db_url, make_user, auth_header, tmp_path):
