@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import os
-from pathlib import Path
 import sys
 
 STAGES = {
@@ -84,9 +83,7 @@ def keep_freed_memory() -> bool:
 def run_measured(module, command: str, argv: list[str]) -> int:
     """The command's `main`; where the loop asked (rlhf.resources.RESOURCES_ENV names a file), its seconds and
     peak resident memory measured in this process go to that file as JSON (the loop's stage processes)."""
-    import json
-
-    from rlhf.resources import RESOURCES_ENV, measure
+    from rlhf.resources import RESOURCES_ENV, measure, write_resources
 
     target = os.environ.pop(RESOURCES_ENV, None)
     if not target:
@@ -95,9 +92,7 @@ def run_measured(module, command: str, argv: list[str]) -> int:
     with measure(record):
         code = int(module.main(argv) or 0)
     if code == 0:
-        tmp = Path(target).with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record, indent=2))
-        tmp.replace(target)
+        write_resources(target, record)
     return code
 
 

@@ -139,7 +139,8 @@ def run_stage(stage: str, config: str | None, overrides: dict[str, Any], own_pro
     import subprocess
     import sys
 
-    from rlhf.resources import RESOURCES_ENV, expected_seconds, format_seconds, measure, remember_seconds
+    from rlhf.resources import (RESOURCES_ENV, expected_seconds, format_seconds, measure, remember_seconds,
+                                write_resources)
 
     out = Path(overrides["output_dir"])
     if (out / "summary.json").is_file():
@@ -172,7 +173,7 @@ def run_stage(stage: str, config: str | None, overrides: dict[str, Any], own_pro
             code = importlib.import_module(f"rlhf.{stage}").main(argv)
         if code:
             raise RlhfError(f"stage {stage} failed with exit code {code} ({out})")
-        resources.write_text(json.dumps(record, indent=2))
+        write_resources(resources, record)
     remember_seconds(key, record["seconds"])
     log(f"{stage}: finished in {format_seconds(record['seconds'])}, peak memory {record['peak_rss_gb']} GiB")
     return out

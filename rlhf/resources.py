@@ -97,6 +97,14 @@ def measure(record: dict[str, Any]) -> Iterator[dict[str, Any]]:
         record["rss_after_gb"] = round(after / GIB, 3) if after else None
 
 
+def write_resources(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """A stage's resources.json, atomically (the loop reads it after the stage's process has ended)."""
+    path = Path(path)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(path)
+
+
 def _times_file() -> Path:
     from rlhf.models import cache_dir
 
