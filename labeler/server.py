@@ -15,6 +15,28 @@ from __future__ import annotations
 from typing import Callable
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers.gthread import ThreadWorker
+
+# Requests one keep-alive connection may carry before the server closes it (nginx's keepalive_requests,
+# Apache's MaxKeepAliveRequests); see BalancedThreadWorker.
+KEEPALIVE_REQUESTS = 100
+
+
+class BalancedThreadWorker(ThreadWorker):
+    """gunicorn's gthread worker, closing a keep-alive connection after KEEPALIVE_REQUESTS requests.
+
+    Workers share one listening socket and a connection stays with the worker that accepted it. Clients
+    that connect at once can all land on one worker: under scripts/bench_labeler.py's 50 clients one
+    worker often served every request (its process at 100 % of a core, the GIL its limit) while the other
+    sat idle. A client whose connection is closed reconnects, and the worker that accepts is the one free
+    to, so the connections spread over the workers within seconds."""
+
+    def handle_request(self, req, conn):
+        served = getattr(conn, "labeler_requests", 0) + 1
+        conn.labeler_requests = served
+        if served >= KEEPALIVE_REQUESTS:
+            req.must_close = True  # gunicorn answers with Connection: close and closes after the response
+        return super().handle_request(req, conn)
 
 
 class GunicornServer(BaseApplication):
@@ -39,7 +61,7 @@ def run_production(make_app: Callable, host: str, port: int, workers: int, threa
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": workers,
         "threads": threads,
-        "worker_class": "gthread",
+        "worker_class": "labeler.server.BalancedThreadWorker",
         "timeout": timeout,  # a worker silent this long (an export of a big project) is restarted
         "graceful_timeout": 30,
         "keepalive": 5,

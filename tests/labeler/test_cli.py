@@ -114,6 +114,30 @@ def test_every_command_explains_itself(runner):
             assert "--db URL" in result.output, args
 
 
+def test_live_server_closes_a_keepalive_connection_after_its_request_budget(live_server):
+    """labeler.server.BalancedThreadWorker: the KEEPALIVE_REQUESTS-th request on one connection is answered
+    with Connection: close and the connection closed, so that clients reconnect and spread over the workers."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    from labeler.server import KEEPALIVE_REQUESTS
+
+    where = urlsplit(live_server)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
+    closes, sockets = [], set()
+    for i in range(1, KEEPALIVE_REQUESTS + 6):
+        conn.request("GET", "/api/v1/projects")  # 401 without a token: a cheap answer
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 401
+        sockets.add(conn.sock.getsockname() if conn.sock else None)
+        if response.getheader("Connection", "").lower() == "close":
+            closes.append(i)
+    conn.close()
+    assert closes == [KEEPALIVE_REQUESTS]
+    assert None in sockets and len(sockets) == 3  # the first connection, closed after its budget, then a second
+
+
 def test_serve_refuses_without_secret_key_and_without_schema(tmp_path, db_url):
     env_base = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     cmd = [sys.executable, "-m", "labeler.cli", "serve", "--port", "1", "--db"]
