@@ -54,7 +54,7 @@ def build_trainer(model, tokenizer, training_args, train, evaluation, peft_confi
     """
     from trl import DPOTrainer
 
-    from rlhf.models import short_backprop_callback
+    from rlhf.models import shared_prefix_callback, short_backprop_callback
 
     trainer = DPOTrainer(
         model=model,
@@ -64,7 +64,8 @@ def build_trainer(model, tokenizer, training_args, train, evaluation, peft_confi
         eval_dataset=evaluation,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[*(callbacks or []), short_backprop_callback()],
+        # the reference forward starts from the policy's states below the lowest LoRA block (SharedFrozenPrefix)
+        callbacks=[*(callbacks or []), short_backprop_callback(), shared_prefix_callback()],
     )
     return trainer
 

@@ -330,6 +330,129 @@ def short_backprop_callback():
     return ShortBackprop()
 
 
+def decoder_layers(model):
+    """The decoder's list of transformer blocks (`model.model.layers` in Llama-like models, under a PEFT
+    wrapper too); None where the architecture does not expose one."""
+    for module in model.modules():
+        layers = getattr(module, "layers", None)
+        if layers is not None and hasattr(layers, "__len__") and len(layers) and hasattr(module, "embed_tokens"):
+            return layers
+    return None
+
+
+class SharedFrozenPrefix:
+    """Compute the frozen bottom layers once for the policy and its reference (DPO with LoRA on top layers).
+
+    With LoRA on the top `lora_top_layers` blocks, the reference (the same network with the adapter
+    disabled) and the policy run identical blocks below the lowest adapted one, on the same tokens: TRL's
+    DPOTrainer runs the policy forward, then the reference forward on the same batch. Here the policy
+    forward keeps the hidden states that enter the lowest adapted block, and the reference forward that
+    follows on equal input ids and attention mask starts from them: the blocks below pass their input
+    through, the last of them returns the kept states. With 12 of 30 blocks adapted, the reference
+    forward runs 12 blocks instead of 30. The reference log-probabilities are the same numbers (the same
+    operations on the same inputs; a test checks equality). Anything else (another batch, adapters on,
+    a model without PEFT) runs every block as usual. The kept states are used once, then dropped.
+    """
+
+    def __init__(self, model, first_trained: int, layers):
+        self.model, self.first, self.layers = model, first_trained, layers
+        self.key = None  # (input_ids, attention_mask) of the policy forward whose states are kept
+        self.kept = None
+        self.reuse = False
+        self.reused = 0  # reference forwards that started from kept states (for tests and the log)
+        self.lora = next(m for m in layers[first_trained].modules() if hasattr(m, "disable_adapters"))
+        outer = self
+
+        def top(_module, args, kwargs):  # a pre-hook on the decoder: policy or reference, same batch or not
+            ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
+            if ids is None and args:
+                ids = args[0]
+            if outer.lora.disable_adapters:
+                outer.reuse = (outer.kept is not None and ids is not None and outer.key is not None
+                               and same(outer.key[0], ids) and same(outer.key[1], mask))
+            else:
+                outer.reuse, outer.kept = False, None
+                outer.key = (ids, mask) if ids is not None else None
+
+        def same(a, b):
+            if a is b:
+                return True
+            if a is None or b is None:
+                return a is None and b is None
+            return a.shape == b.shape and bool((a == b).all())
+
+        decoder = next(m for m in model.modules() if getattr(m, "layers", None) is layers)
+        self._hooks = [decoder.register_forward_pre_hook(top, with_kwargs=True)]
+        for index in range(first_trained):
+            layer = layers[index]
+            layer._rlhf_plain_forward = layer.forward
+            layer._rlhf_own_forward = "forward" in vars(layer)  # an instance forward (accelerate's hooks) to restore
+            layer.forward = self._wrap(layer, index == first_trained - 1)
+
+    def _wrap(self, layer, last: bool):
+        plain = layer._rlhf_plain_forward
+
+        def forward(hidden_states, *args, **kwargs):
+            if self.reuse:
+                if not last:
+                    return hidden_states  # skipped: the last frozen block returns the kept states
+                kept, self.kept, self.reuse = self.kept, None, False
+                self.reused += 1
+                return kept
+            out = plain(hidden_states, *args, **kwargs)
+            if last and self.key is not None and not self.lora.disable_adapters:
+                # a block that returns a tuple (older transformers) gets its other items back unchanged
+                self.kept = (out[0].detach(), *out[1:]) if isinstance(out, tuple) else out.detach()
+            return out
+
+        return forward
+
+    @classmethod
+    def install(cls, model) -> "SharedFrozenPrefix | None":
+        """On a PEFT model whose LoRA starts above the bottom block and whose embeddings and lower blocks are
+        frozen; None (nothing changed) for any other model."""
+        layers = decoder_layers(model)
+        if layers is None or not hasattr(model, "disable_adapter"):
+            return None
+        embeddings = model.get_input_embeddings()
+        if embeddings is None or any(p.requires_grad for p in embeddings.parameters()):
+            return None
+        first = next((i for i, layer in enumerate(layers) if any(p.requires_grad for p in layer.parameters())), None)
+        if not first or not any(hasattr(m, "disable_adapters") for m in layers[first].modules()):
+            return None
+        return cls(model, first, layers)
+
+    def remove(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        for index in range(self.first):
+            layer = self.layers[index]
+            if layer._rlhf_own_forward:
+                layer.forward = layer._rlhf_plain_forward
+            else:
+                del layer.forward
+            del layer._rlhf_plain_forward, layer._rlhf_own_forward
+
+
+def shared_prefix_callback():
+    """A TrainerCallback that installs SharedFrozenPrefix when training begins and removes it when training
+    ends (the model leaves the trainer as it came); `.shared` is the installed instance, or None."""
+    from transformers import TrainerCallback
+
+    class SharedPrefix(TrainerCallback):
+        shared: SharedFrozenPrefix | None = None
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            if model is not None and self.shared is None:
+                self.shared = SharedFrozenPrefix.install(model)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.shared is not None:
+                self.shared.remove()
+
+    return SharedPrefix()
+
+
 def load_causal_lm(name: str, dtype: str | None = "float32", merge_adapter: bool = True, **load_kwargs):
     """Load a causal LM; a LoRA adapter folder is loaded onto its base and merged (the stage chain's input).
 

@@ -56,3 +56,78 @@ def test_dpo_from_adapter_trains_and_reports(tiny_model, tmp_path):
     a, b = start.state_dict(), trained.state_dict()
     assert sum(not torch.equal(a[k], b[k]) for k in a) > 0
     assert trained.generate(torch.tensor([[1, 2]]), max_new_tokens=2, do_sample=False).shape[1] == 4
+
+
+def test_reference_forward_starts_from_the_policys_frozen_blocks(tmp_path):
+    """SharedFrozenPrefix: with LoRA on blocks 2-3 of 4, the reference forward (adapter disabled) on the
+    policy's batch skips blocks 0-1 and gives exactly the logits of a full reference forward."""
+    from peft import LoraConfig, get_peft_model
+
+    from rlhf.models import SharedFrozenPrefix, build_tiny_model, decoder_layers
+
+    tiny4 = build_tiny_model(tmp_path / "tiny4", num_layers=4)
+    torch.manual_seed(0)
+    model = get_peft_model(load_causal_lm(tiny4), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                             layers_to_transform=[2, 3], init_lora_weights=False))
+    model.train()
+    ids = torch.tensor([[1, 5, 9, 14, 20, 33, 2], [1, 7, 7, 30, 2, 0, 0]])
+    mask = torch.tensor([[1] * 7, [1] * 5 + [0] * 2])
+    other = torch.tensor([[1, 6, 9, 14, 20, 33, 2], [1, 7, 7, 30, 2, 0, 0]])
+    with torch.no_grad(), model.disable_adapter():
+        want = model(input_ids=ids, attention_mask=mask).logits
+        want_other = model(input_ids=other, attention_mask=mask).logits
+    runs = []  # which blocks' attention ran
+    for index, layer in enumerate(decoder_layers(model)):
+        layer.self_attn.register_forward_pre_hook(lambda *_, i=index: runs.append(i))
+
+    shared = SharedFrozenPrefix.install(model)
+    assert shared is not None and shared.first == 2
+    policy = model(input_ids=ids, attention_mask=mask).logits  # the policy forward, with grad
+    assert policy.requires_grad and not torch.equal(policy.detach(), want)  # the adapter changes the output
+    runs.clear()
+    with torch.no_grad(), model.disable_adapter():
+        got = model(input_ids=ids, attention_mask=mask).logits
+    assert runs == [2, 3] and shared.reused == 1  # blocks 0 and 1 did not run again
+    assert torch.equal(got, want)
+    # another batch, or the same batch twice: every block runs, the numbers are the plain ones
+    model(input_ids=ids, attention_mask=mask)
+    runs.clear()
+    with torch.no_grad(), model.disable_adapter():
+        got_other = model(input_ids=other, attention_mask=mask).logits
+        again = model(input_ids=other, attention_mask=mask).logits
+    assert runs == [0, 1, 2, 3] * 2 and shared.reused == 1
+    assert torch.equal(got_other, want_other) and torch.equal(again, want_other)
+    shared.remove()
+    assert all("forward" not in vars(layer) for layer in decoder_layers(model))
+    # LoRA on every block, or no PEFT at all: nothing to share
+    every = get_peft_model(load_causal_lm(tiny4), LoraConfig(r=4, target_modules=["q_proj"]))
+    assert SharedFrozenPrefix.install(every) is None and SharedFrozenPrefix.install(load_causal_lm(tiny4)) is None
+
+
+def test_dpo_losses_equal_with_and_without_the_shared_reference_blocks(tmp_path, monkeypatch):
+    from rlhf import models
+    from rlhf.models import build_tiny_model
+
+    tiny4 = build_tiny_model(tmp_path / "tiny4", num_layers=4)
+    prefs = write_preferences(tmp_path / "p.jsonl")
+    installed = []
+    plain_install = models.SharedFrozenPrefix.install.__func__
+
+    def spy(cls, model):
+        shared = plain_install(cls, model)
+        installed.append(shared)
+        return shared
+
+    def run(name: str) -> list[float]:
+        out = tmp_path / name
+        assert cli(["dpo", "--model_name_or_path", tiny4, "--train_file", str(prefs), "--output_dir", str(out),
+                    "--max_steps", "3", "--per_device_train_batch_size", "2", "--learning_rate", "5e-3",
+                    "--max_length", "64", "--lora_top_layers", "2", "--seed", "3"]) == 0
+        return [m["loss"] for m in read_metrics(out) if "loss" in m]
+
+    monkeypatch.setattr(models.SharedFrozenPrefix, "install", classmethod(spy))
+    shared = run("shared")
+    assert len(installed) == 1 and installed[0] is not None and installed[0].reused == 3  # one per step
+    monkeypatch.setattr(models.SharedFrozenPrefix, "install", classmethod(lambda cls, model: None))
+    plain = run("plain")
+    assert len(shared) == 3 and shared == plain
