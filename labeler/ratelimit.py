@@ -12,6 +12,9 @@
                      sqlite:///path/limits.db, a SQLite file on this machine that needs no server
                      (SqliteStorage below; `labeler serve` uses $TMPDIR/labeler-limits-UID-PORT.db by default).
 
+When the counters' storage fails, requests are served without their limit and the error is logged
+(RATELIMIT_SWALLOW_ERRORS, Flask-Limiter's setting, on by default here): labels matter more than limits.
+
 The fixed-window strategy is used: one counter per key and window, which every backend supports, and one
 storage round trip per check (the moving window keeps a timestamp per hit).
 
@@ -51,8 +54,7 @@ class SqliteStorage(Storage):
             raise ValueError(f"rate-limit storage {uri!r}: expected sqlite:///path/to/limits.db (four slashes for an absolute path)")
         self.path = uri[len("sqlite:///"):]
         self._local = threading.local()
-        with self._connect() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS counter (key TEXT PRIMARY KEY, hits INTEGER NOT NULL, expires_at REAL NOT NULL)")
+        self._connect()
 
     def _connect(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -60,6 +62,8 @@ class SqliteStorage(Storage):
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=OFF")  # counters are not worth an fsync; a crash loses a minute's counts
+            # on every new connection: a file removed meanwhile (a $TMPDIR cleaner) comes back with its table
+            conn.execute("CREATE TABLE IF NOT EXISTS counter (key TEXT PRIMARY KEY, hits INTEGER NOT NULL, expires_at REAL NOT NULL)")
             self._local.conn = conn
         return conn
 
@@ -127,7 +131,13 @@ def check_api_limit() -> None:
     if not limiter.enabled:
         return
     limit, key = current_app.extensions["labeler_api_limit"], api_key()
-    if not limiter.limiter.hit(limit, key, "api"):
+    try:
+        allowed = limiter.limiter.hit(limit, key, "api")
+    except Exception as err:  # the counters' storage is down: serve unlimited rather than fail (as Flask-Limiter's swallow_errors)
+        current_app.logger.warning("rate-limit storage %s failed (%s: %s); the API call is served without its limit",
+                                   current_app.config["RATELIMIT_STORAGE_URI"], type(err).__name__, err)
+        return
+    if not allowed:
         reset_at = limiter.limiter.get_window_stats(limit, key, "api").reset_time
         raise TooManyRequests(str(limit), retry_after=max(1, int(reset_at - time.time()) + 1))
 
@@ -159,6 +169,9 @@ def init_app(app: Flask) -> Limiter:
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config.get("RATE_LIMIT_STORAGE") or "memory://")
     app.config.setdefault("RATELIMIT_STRATEGY", "fixed-window")
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)  # two storage reads per answer (the docstring)
+    # a counter store that fails (a redis that is down, a limits file that cannot be opened) must not turn
+    # every login into a 500: Flask-Limiter logs the error and lets the request through; so does the API's check
+    app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
     limiter = Limiter(key_func=get_remote_address, app=app)
     login_per_minute = int(app.config.get("LOGIN_RATE_LIMIT", 10))
     # only failed logins count (deduct_when), but every POST is checked first: a blocked account is blocked

@@ -96,3 +96,48 @@ def test_serve_runs_gunicorn_with_workers_and_threads(serve_labeler, db_url, tmp
 def test_serve_debug_runs_the_development_server(serve_labeler, db_url, tmp_path):
     base = serve_labeler(db_url, args=("--debug",), log_path=tmp_path / "serve.log")
     assert requests.get(f"{base}/api/v1/openapi.json", timeout=10).headers["Server"].startswith("Werkzeug")
+
+
+def in_new_thread(call):
+    """Run call() in a thread of its own, as a new gunicorn thread would: it opens its own storage connection."""
+    import threading
+
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("value", call()))
+    thread.start()
+    thread.join()
+    return result["value"]
+
+
+def test_a_removed_limits_file_comes_back_and_still_limits(db_url, make_user, auth_header, tmp_path):
+    """A $TMPDIR cleaner removes the counters' file: a new connection recreates it with its table."""
+    limits = tmp_path / "limits.db"
+    client = create_app({"TESTING": True, "DATABASE_URL": db_url, "API_RATE_LIMIT": "2 per minute",
+                         "RATE_LIMIT_STORAGE": f"sqlite:///{limits}"}).test_client()
+    ann = auth_header(make_user("ann"))
+    assert client.get("/api/v1/projects", headers=ann).status_code == 200
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"limits.db{suffix}").unlink(missing_ok=True)
+    statuses = in_new_thread(lambda: [client.get("/api/v1/projects", headers=ann).status_code for _ in range(3)])
+    assert statuses == [200, 200, 429] and limits.exists()
+
+
+def test_a_failing_limits_storage_serves_without_limits_instead_of_500(db_url, make_user, auth_header, tmp_path, caplog):
+    limits = tmp_path / "limits.db"
+    app = create_app({"TESTING": True, "DATABASE_URL": db_url, "API_RATE_LIMIT": "1 per minute", "LOGIN_RATE_LIMIT": 1,
+                      "RATE_LIMIT_STORAGE": f"sqlite:///{limits}"})
+    client = app.test_client()
+    make_user("bob")
+    ann = auth_header(make_user("ann"))
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"limits.db{suffix}").unlink(missing_ok=True)
+    limits.mkdir()  # where the file was, a folder: SQLite cannot open it ("unable to open database file")
+
+    def calls():
+        api = [client.get("/api/v1/projects", headers=ann).status_code for _ in range(3)]
+        logins = [login(app.test_client(), "bob", "guess").status_code for _ in range(3)]
+        return api, logins
+
+    api, logins = in_new_thread(calls)
+    assert api == [200, 200, 200] and logins == [401, 401, 401]  # served, unlimited; never 500
+    assert "rate-limit storage" in caplog.text and "unable to open database file" in caplog.text
