@@ -15,6 +15,10 @@ Aggregation across the annotators of one task (what `labeler export` trains on):
   scores are equal (within 1e-6) are dropped. It uses the whole ranking, so a pair no annotator
   compared head-on still gets ordered through the others.
 
+Rank gap: for each kept pair, how far apart the rankings that agree with its direction put the two
+responses, in rank levels (a tie group is one level), averaged over those rankings (`rank_gap`). The
+reward stage can turn it into a margin: pairs further apart should differ more in reward.
+
 Agreement:
 
 - `pairwise_agreement`: over every pair of annotators on a task and every pair of responses both
@@ -58,6 +62,33 @@ def rank_to_pairs(ranking: dict[str, int]) -> list[tuple[str, str]]:
     """
     items = sorted(ranking.items(), key=lambda kv: (kv[1], sort_key_id(kv[0])))
     return [(a, b) for (a, ra), (b, rb) in combinations(items, 2) if ra < rb]
+
+
+def dense_ranks(ranking: dict) -> dict[str, int]:
+    """Ranks renumbered by level, 1, 2, 3...: a tie group is one level, so 1, 2, 2, 4 reads as 1, 2, 2, 3.
+
+    The annotation page sends dense ranks (a rank is its group's place in the list); the API accepts any
+    numbers with equal ranks for ties. Rank gaps are counted on dense ranks so both mean the same.
+    {"a": 1, "b": 2, "c": 2, "d": 4} -> {"a": 1, "b": 2, "c": 2, "d": 3}
+    """
+    levels = sorted(set(ranking.values()))
+    return {str(k): levels.index(v) + 1 for k, v in ranking.items()}
+
+
+def rank_gap(rankings: list[dict], chosen: str, rejected: str) -> float:
+    """How many rank levels apart (dense ranks: 1 for neighbours) the rankings that put `chosen` above
+    `rejected` place them, on average; 1.0 when none does (a Bradley-Terry pair ordered through others).
+
+    Only the rankings that agree with the pair's direction count: for a majority pair these are its winning
+    votes; ties and votes against are what `agreement` already reports.
+    [{"a": 1, "b": 2, "c": 3}, {"a": 1, "b": 1, "c": 2}], "a", "c" -> (2 + 1) / 2 = 1.5
+    """
+    gaps = []
+    for ranking in rankings:
+        dense = dense_ranks(ranking)
+        if compare_ranks(dense, str(chosen), str(rejected)) == ">":
+            gaps.append(dense[str(rejected)] - dense[str(chosen)])
+    return sum(gaps) / len(gaps) if gaps else 1.0
 
 
 def response_pairs(rankings: Iterable[dict]) -> list[tuple[str, str]]:

@@ -21,10 +21,12 @@ Format: TRL's conversational one. `prompt` is a list of messages (a plain-string
 user message), `chosen`, `rejected` and `completion` are one assistant message each. Provenance
 columns: task_id, prompt_id, chosen_response_id, rejected_response_id, annotation_ids and annotators
 (the annotations that ranked both responses, and their usernames), agreement (the share of those
-annotations whose ranking has the exported direction; a tie counts against) and simulated (any of
-them from a simulated annotator). The typed datasets (preferences/, sft/ and the Parquet files) also carry
-`labels_id` and `labels_hash` on every row: this export's id and content hash, so a copy of the folder, or of
-one split, still says which labels it holds (rlhf's stages record them in run.json and summary.json).
+annotations whose ranking has the exported direction; a tie counts against), simulated (any of
+them from a simulated annotator) and rank_gap (how many rank levels apart the agreeing rankings put the
+two responses, averaged: 1 for neighbours; steps 3 and 4 below). The typed datasets (preferences/, sft/
+and the Parquet files) also carry `labels_id` and `labels_hash` on every row: this export's id and content
+hash, so a copy of the folder, or of one split, still says which labels it holds (rlhf's stages record
+them in run.json and summary.json).
 
 How labels become pairs, per task:
 1. Filters first. `min_gold_accuracy` drops every annotation of an annotator whose gold accuracy
@@ -37,10 +39,14 @@ How labels become pairs, per task:
 3. Aggregation across annotators (labeler.aggregate has the details): "majority" keeps a pair in the
    direction with strictly more votes than the other direction and than ties (split votes and
    ties dropped); "bradley-terry" fits Bradley-Terry scores to the task's rankings and orders every
-   pair by them (equal scores dropped).
+   pair by them (equal scores dropped). A pair's `rank_gap` is the mean, over the rankings that put its
+   chosen above its rejected response (a majority pair's winning votes), of the rank levels between them
+   (labeler.aggregate.rank_gap: ranks made dense, a tie group one level); 1.0 when no ranking does.
 4. Edits: an annotator who writes an edited response says it is better than every response they
    ranked (or called all bad), so each edit gives one pair per such response, the edit chosen. Pairs
-   carry `source`: "ranked" (from the aggregate of rankings) or "edited".
+   carry `source`: "ranked" (from the aggregate of rankings) or "edited". The edit stands one level above
+   its author's best, so an edit pair's `rank_gap` is the rejected response's dense rank in that ranking
+   (1 against the author's top); an all-bad annotation ties every response, so its edit pairs have gap 1.
 5. SFT: every annotator-edited response (an edit on an all-bad task is exactly the better answer the
    task lacked); for a task without edits, the top responses by the aggregate (most majority wins
    minus losses, or the highest Bradley-Terry score; responses tied on top each give a row, a task
@@ -69,7 +75,8 @@ from sqlalchemy.orm import selectinload
 
 from labeler.arena import arena_results, arena_votes
 from labeler.audit import record_event
-from labeler.aggregate import aggregate_majority, bradley_terry, compare_ranks, order_by_scores, pairwise_agreement, sort_key_id
+from labeler.aggregate import (aggregate_majority, bradley_terry, compare_ranks, dense_ranks, order_by_scores, pairwise_agreement,
+                               rank_gap, sort_key_id)
 from labeler.db import Database
 from labeler.errors import LabelerError
 from labeler.models import Export, Task, User, utcnow
@@ -103,10 +110,11 @@ def check_out_dir(out: Path) -> None:
 
 
 def aggregate_task(rankings: list[dict], aggregation: str) -> tuple[list[dict], int, list[str]]:
-    """(pairs as {chosen, rejected, voters: [index], agreement}, pairs dropped, top response ids)."""
+    """(pairs as {chosen, rejected, voters: [index], agreement, rank_gap}, pairs dropped, top response ids)."""
     if aggregation == "majority":
         result = aggregate_majority(rankings)
-        pairs = [{"chosen": p["chosen"], "rejected": p["rejected"], "voters": p["annotators"], "agreement": p["agreement"]} for p in result["pairs"]]
+        pairs = [{"chosen": p["chosen"], "rejected": p["rejected"], "voters": p["annotators"], "agreement": p["agreement"],
+                  "rank_gap": rank_gap(rankings, p["chosen"], p["rejected"])} for p in result["pairs"]]
         wins: Counter = Counter({rid: 0 for ranking in rankings for rid in ranking})
         for p in pairs:  # Copeland score: majority wins minus losses
             wins[p["chosen"]] += 1
@@ -120,7 +128,8 @@ def aggregate_task(rankings: list[dict], aggregation: str) -> tuple[list[dict], 
         verdicts = [(i, compare_ranks(r, chosen, rejected)) for i, r in enumerate(rankings)]
         voters = [i for i, v in verdicts if v is not None]
         agree = sum(1 for _, v in verdicts if v == ">")
-        pairs.append({"chosen": chosen, "rejected": rejected, "voters": voters, "agreement": agree / len(voters) if voters else 0.0})
+        pairs.append({"chosen": chosen, "rejected": rejected, "voters": voters, "agreement": agree / len(voters) if voters else 0.0,
+                      "rank_gap": rank_gap(rankings, chosen, rejected)})
     return pairs, len(equal), top_group(scores)
 
 
@@ -196,6 +205,7 @@ def build_rows(session, project, aggregation, min_agreement, min_gold_accuracy, 
                         "annotation_ids": [ann.id for ann, _, _ in voters],
                         "annotators": [user.username for _, user, _ in voters],
                         "agreement": p["agreement"],
+                        "rank_gap": p["rank_gap"],
                         "simulated": any(user.simulated for _, user, _ in voters),
                         "source": "ranked",
                         "split": split,
@@ -206,8 +216,13 @@ def build_rows(session, project, aggregation, min_agreement, min_gold_accuracy, 
 
         edits = [(ann, user) for ann, user in kept if ann.edited_response and ann.edited_response.strip()]
         for ann, user in edits:
-            judged = [rid for rid in str_keys(ann.ranking or {}) if rid in responses] if not ann.all_bad else list(responses)
-            for rid in sorted(judged, key=sort_key_id):
+            # The edit sits one level above the author's rank 1: its gap to a response is that response's dense
+            # rank. "All bad" ranks every response level with the others, so each of those pairs has gap 1.
+            if ann.all_bad:
+                ranks = {rid: 1 for rid in responses}
+            else:
+                ranks = dense_ranks({rid: v for rid, v in str_keys(ann.ranking or {}).items() if rid in responses})
+            for rid in sorted(ranks, key=sort_key_id):
                 if responses[rid].text.strip() == ann.edited_response.strip():
                     continue  # an "edit" that changes nothing prefers nothing
                 prefs.append(
@@ -220,6 +235,7 @@ def build_rows(session, project, aggregation, min_agreement, min_gold_accuracy, 
                         "annotation_ids": [ann.id],
                         "annotators": [user.username],
                         "agreement": 1.0,
+                        "rank_gap": float(ranks[rid]),
                         "simulated": bool(user.simulated),
                         "source": "edited",
                         "split": split,
@@ -301,7 +317,7 @@ def dataset_features(kind: str):
     common = {"prompt": messages, "task_id": Value("int64"), "prompt_id": Value("int64"), "annotation_ids": List(Value("int64")), "annotators": List(Value("string")), "simulated": Value("bool"),
               "labels_id": Value("int64"), "labels_hash": Value("string")}
     if kind == "preferences":
-        return Features(common | {"chosen": messages, "rejected": messages, "chosen_response_id": Value("int64"), "rejected_response_id": Value("int64"), "agreement": Value("float64"), "source": Value("string")})
+        return Features(common | {"chosen": messages, "rejected": messages, "chosen_response_id": Value("int64"), "rejected_response_id": Value("int64"), "agreement": Value("float64"), "rank_gap": Value("float64"), "source": Value("string")})
     return Features(common | {"completion": messages, "response_id": Value("int64"), "source": Value("string")})
 
 

@@ -11,6 +11,11 @@ After training, the held-out pairs (`eval_file`, else a `test_fraction` split of
 this module's own code: accuracy is the fraction of pairs with r(chosen) > r(rejected), margin the mean
 r(chosen) - r(rejected). Both go to summary.json and metrics.jsonl.
 
+`margin_from_rank_gap` (off by default) uses how far apart the annotators ranked a pair: it fills TRL's
+`margin` column with margin_from_rank_gap * (rank_gap - 1) from the labeler export's `rank_gap`, and
+RewardTrainer's loss becomes -log sigmoid(r(chosen) - r(rejected) - margin): neighbours in a ranking keep the
+plain loss, a pair three levels apart must differ by 2 * margin_from_rank_gap before it stops pulling.
+
 Other stages load the result with `load_reward_model(path)` and score with `score_texts(...)`, which
 formats each (prompt, response) with the chat template exactly as RewardTrainer tokenized the pairs.
 Stages that optimise against a reward model (rl, onpolicy) first call `check_reward_accuracy`: the quality
@@ -20,6 +25,7 @@ gate that refuses one whose held-out accuracy is below their `min_reward_accurac
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +53,12 @@ class RewardArguments(StageArguments):
         default=0.1,
         metadata={"help": "Without eval_file: the share of train_file's prompts held out for accuracy (a prompt's "
                           "pairs stay together, as in `labeler export`; 0 = none)."},
+    )
+    margin_from_rank_gap: float = field(
+        default=0.0,
+        metadata={"help": "Ask pairs ranked further apart for a larger reward difference: TRL's `margin` = this * "
+                          "(rank_gap - 1), from train_file's `rank_gap` column (written by `labeler export`: rank levels "
+                          "between chosen and rejected, 1 for neighbours, which keep the plain loss). 0 = off."},
     )
 
 
@@ -115,6 +127,25 @@ def pairwise_stats(chosen: list[float], rejected: list[float]) -> dict[str, floa
     wins = sum(1 for c, r in zip(chosen, rejected) if c > r)
     margin = sum(c - r for c, r in zip(chosen, rejected)) / len(chosen)
     return {"accuracy": wins / len(chosen), "margin": margin}
+
+
+def add_margin(dataset, coefficient: float, source: str):
+    """`dataset` with TRL's `margin` column, coefficient * (rank_gap - 1), in place of its `rank_gap` column.
+
+    rank_gap - 1 rather than rank_gap: pairs of neighbouring ranks (every pair of a K = 2 task, and most of a
+    ranking's) keep today's loss exactly, so the option only adds what the distance between ranks says.
+    """
+    if "rank_gap" not in dataset.column_names:
+        raise RlhfError(f"{source}: margin_from_rank_gap {coefficient} needs a 'rank_gap' column (`labeler export` "
+                        f"writes one; labels exported before it have none: export them again); has "
+                        f"{', '.join(dataset.column_names)}")
+    gaps = dataset["rank_gap"]
+    valid = [isinstance(g, (int, float)) and not isinstance(g, bool) and math.isfinite(g) and g >= 1 for g in gaps]
+    bad = next((i for i, ok in enumerate(valid) if not ok), None)
+    if bad is not None:
+        raise RlhfError(f"{source} row {bad}: field 'rank_gap' must be a number of at least 1 (1 = neighbouring "
+                        f"ranks), got {gaps[bad]!r}")
+    return dataset.remove_columns("rank_gap").add_column("margin", [coefficient * (g - 1) for g in gaps])
 
 
 def build_reward_model(model_path: str, pad_token_id: int, seed: int = 42, **load_kwargs):
@@ -264,9 +295,14 @@ def main(argv: list[str] | None = None) -> int:
         raise RlhfError(f"{source}: key 'train_file' is required (a preference file with chosen/rejected)")
     if not 0 <= args.test_fraction < 1:
         raise RlhfError(f"{source}: key 'test_fraction' must be in [0, 1), got {args.test_fraction}")
+    if not (math.isfinite(args.margin_from_rank_gap) and args.margin_from_rank_gap >= 0):
+        raise RlhfError(f"{source}: key 'margin_from_rank_gap' must be a number of at least 0 (0 = off), "
+                        f"got {args.margin_from_rank_gap}")
     model_path = resolve_model_path(model_args.model_name_or_path)
     peft_config = lora_config(model_args, args, model_path, source)  # checked before any run folder exists
-    dataset = load_preferences(args.train_file, conversational=True)
+    dataset = load_preferences(args.train_file, extra=("rank_gap",) if args.margin_from_rank_gap else (), conversational=True)
+    if args.margin_from_rank_gap:  # checked on the whole file, so an error names the file's row
+        dataset = add_margin(dataset, args.margin_from_rank_gap, args.train_file)
     if args.eval_file:
         train_set, heldout = dataset, load_preferences(args.eval_file, extra=("source",), split="test", conversational=True)
         heldout_source = f"eval_file {args.eval_file}"
@@ -276,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     if heldout is None:
         # Too few rows to hold any out: the figure is then training accuracy, and summary.json says so.
         heldout, heldout_source = train_set, "train_file itself (fewer than 10 rows or test_fraction 0: no held-out split)"
+    if "margin" in heldout.column_names:  # TRL's eval loss stays the plain one, comparable whatever the margin
+        heldout = heldout.remove_columns("margin")
     train_set = sample_rows(train_set, args, training_args.seed, source)
     config = resolved_config(args, training_args, model_args)
     out = prepare_run_dir(training_args.output_dir, "reward", config, data_hash=data_hash(args.train_file),
@@ -310,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         **({"heldout_accuracy_by_source": stats["by_source"]} if "by_source" in stats else {}),
         "train_rows": len(train_set),
         "train_loss": result.training_loss,
+        "margin_from_rank_gap": args.margin_from_rank_gap,
         "global_step": trainer.state.global_step,
         "model_name_or_path": model_args.model_name_or_path,
         "use_peft": model_args.use_peft,

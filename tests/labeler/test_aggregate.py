@@ -7,10 +7,12 @@ import pytest
 from labeler.aggregate import (
     aggregate_majority,
     bradley_terry,
+    dense_ranks,
     krippendorff_alpha,
     krippendorff_alpha_rankings,
     order_by_scores,
     pairwise_agreement,
+    rank_gap,
     rank_to_pairs,
 )
 
@@ -20,6 +22,25 @@ def test_rank_to_pairs_with_tie():
     assert rank_to_pairs({"a": 1, "b": 2, "c": 2}) == [("a", "b"), ("a", "c")]
     assert rank_to_pairs({"7": 3, "10": 1, "9": 2}) == [("10", "9"), ("10", "7"), ("9", "7")]
     assert rank_to_pairs({"a": 1, "b": 1}) == []
+
+
+def test_dense_ranks_count_a_tie_group_as_one_level():
+    assert dense_ranks({"a": 1, "b": 2, "c": 2, "d": 4}) == {"a": 1, "b": 2, "c": 2, "d": 3}  # the API's style
+    assert dense_ranks({"a": 1, "b": 2, "c": 2, "d": 3}) == {"a": 1, "b": 2, "c": 2, "d": 3}  # the page's style
+    assert dense_ranks({7: 3, 10: 3}) == {"7": 1, "10": 1}
+
+
+def test_rank_gap_averages_the_agreeing_rankings():
+    rankings = [{"a": 1, "b": 2, "c": 3}, {"a": 1, "b": 1, "c": 3}, {"a": 2, "b": 1, "c": 3}]
+    # a > c: gaps 2, 1 (the second ranking is dense 1, 1, 2), 1
+    assert rank_gap(rankings, "a", "c") == pytest.approx(4 / 3)
+    # a > b: only the first agrees (the second ties, the third is against): gap 1
+    assert rank_gap(rankings, "a", "b") == 1.0
+    # b > a: only the third agrees
+    assert rank_gap(rankings, "b", "a") == 1.0
+    # no ranking puts c above a (a Bradley-Terry pair can be ordered through others): 1.0, the least gap
+    assert rank_gap(rankings, "c", "a") == 1.0
+    assert rank_gap([{"1": 1, "2": 4}], 1, 2) == 1.0  # ids as ints or strings; ranks 1 and 4 are neighbours
 
 
 def test_majority_three_annotators():

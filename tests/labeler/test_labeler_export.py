@@ -13,8 +13,8 @@ from labeler.models import Annotation, Export, Project, Prompt, Response, Task, 
 SYSTEM_PROMPT = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "p2"}]
 
 
-def add_task(session, project, prompt, gold=None):
-    """A task with responses "<last prompt text> a|b|c"; returns (task, {letter: str(response id)})."""
+def add_task(session, project, prompt, gold=None, letters="abc"):
+    """A task with responses "<last prompt text> a|b|c" (one per letter); returns (task, {letter: str(response id)})."""
     p = Prompt(project_id=project.id, prompt=prompt, prompt_hash=hashlib.sha256(json.dumps(prompt).encode()).hexdigest())
     session.add(p)
     session.flush()
@@ -23,7 +23,7 @@ def add_task(session, project, prompt, gold=None):
     session.add(task)
     session.flush()
     ids = {}
-    for pos, letter in enumerate("abc"):
+    for pos, letter in enumerate(letters):
         r = Response(task_id=task.id, position=pos, text=f"{name} {letter}")
         session.add(r)
         session.flush()
@@ -38,7 +38,7 @@ def annotate(session, task, ids, user, ranks, all_bad=False, edit=None):
         task_id=task.id,
         user_id=user.id,
         ranking={ids[k]: v for k, v in ranks.items()},
-        display_order=[int(ids[k]) for k in "cab"],
+        display_order=[int(ids[k]) for k in sorted(ids, key="cabd".index)],
         all_bad=all_bad,
         edited_response=edit,
         seconds_spent=12.5,
@@ -148,6 +148,44 @@ def test_bradley_terry_export(db, tmp_path):
     assert len(ranked) == 9 and len(rows) == 15  # plus the two edits' three pairs each
     sft = read_jsonl(tmp_path / "bt" / "sft.jsonl")
     assert ("p1", "p1 a") in {(r["prompt"][-1]["content"], r["completion"][0]["content"]) for r in sft}
+
+
+@pytest.mark.parametrize("aggregation", ["majority", "bradley-terry"])
+def test_rank_gaps_of_a_k4_ranking_with_ties_an_edit_and_all_bad(db, tmp_path, aggregation):
+    """K = 4, one task. Dense ranks (a tie group is one level): alice a1 b2 c2 d3, bob a1 b1 c2 d3 (sent as
+    1, 1, 3, 4), carol a1 b2 c3 d4 (and an edit); dave calls it all bad (his reversed ranking says nothing)
+    and edits. A pair's gap is the mean over the rankings that agree with it; both aggregations order the
+    pairs a > b > c > d, so the gaps are the same."""
+    with db.write() as s:
+        project = Project(name="k4", k=4, overlap=4)
+        alice, bob, carol, dave = users = [User(username=n, password_hash="x") for n in ("alice", "bob", "carol", "dave")]
+        s.add_all([project, *users])
+        s.flush()
+        task, ids = add_task(s, project, "q", letters="abcd")
+        annotate(s, task, ids, alice, {"a": 1, "b": 2, "c": 2, "d": 3})
+        annotate(s, task, ids, bob, {"a": 1, "b": 1, "c": 3, "d": 4})
+        annotate(s, task, ids, carol, {"a": 1, "b": 2, "c": 3, "d": 4}, edit="q edited by carol")
+        annotate(s, task, ids, dave, {"a": 4, "b": 3, "c": 2, "d": 1}, all_bad=True, edit="q fixed by dave")
+    export_project(db, "k4", tmp_path / "out", aggregation=aggregation, test_fraction=0.0)
+    rows = read_jsonl(tmp_path / "out" / "preferences.jsonl")
+    gaps = {(r["chosen"][0]["content"][2:], r["rejected"][0]["content"][2:]): r["rank_gap"] for r in rows}
+    assert gaps == pytest.approx({
+        ("a", "b"): 1.0,            # alice 1, carol 1 (bob ties them: not counted)
+        ("a", "c"): (1 + 1 + 2) / 3,
+        ("a", "d"): (2 + 2 + 3) / 3,
+        ("b", "c"): 1.0,            # bob 1, carol 1 (alice ties them)
+        ("b", "d"): (1 + 2 + 2) / 3,
+        ("c", "d"): 1.0,
+        # carol's edit stands one level above her rank 1: its gap to a response is that response's rank
+        ("edited by carol", "a"): 1.0, ("edited by carol", "b"): 2.0,
+        ("edited by carol", "c"): 3.0, ("edited by carol", "d"): 4.0,
+        # "all bad" ties every response: each of dave's edit pairs is one level apart
+        ("fixed by dave", "a"): 1.0, ("fixed by dave", "b"): 1.0,
+        ("fixed by dave", "c"): 1.0, ("fixed by dave", "d"): 1.0,
+    })  # fmt: skip
+    ds = datasets.load_from_disk(str(tmp_path / "out" / "preferences"))["train"]
+    assert ds.features["rank_gap"] == datasets.Value("float64")
+    assert sorted(ds["rank_gap"]) == pytest.approx(sorted(r["rank_gap"] for r in rows))
 
 
 def test_split_is_deterministic_by_prompt_and_hash_is_stable(db, tmp_path):

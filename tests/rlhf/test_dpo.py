@@ -131,3 +131,28 @@ def test_dpo_losses_equal_with_and_without_the_shared_reference_blocks(tmp_path,
     monkeypatch.setattr(models.SharedFrozenPrefix, "install", classmethod(lambda cls, model: None))
     plain = run("plain")
     assert len(shared) == 3 and shared == plain
+
+
+def test_trl_trainers_take_the_raw_labels_with_every_column(tiny_model, labels_folder, tmp_path):
+    """The labels' preference split as `labeler export` wrote it, every provenance column included (rank_gap among
+    them), goes straight into TRL's DPOTrainer and trains a step; RewardTrainer ignores rank_gap (no margin)."""
+    import datasets
+    from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
+
+    from rlhf.models import load_tokenizer
+    from rlhf.reward import build_reward_model
+
+    pairs = datasets.load_from_disk(str(Path(labels_folder["path"]) / "preferences"))["train"]
+    assert {"rank_gap", "agreement", "annotators", "source"} <= set(pairs.column_names)
+    tokenizer = load_tokenizer(tiny_model)
+    dpo = DPOTrainer(model=load_causal_lm(tiny_model), train_dataset=pairs, processing_class=tokenizer,
+                     args=DPOConfig(output_dir=str(tmp_path / "dpo"), max_steps=1, per_device_train_batch_size=2,
+                                    max_length=64, report_to="none", save_strategy="no", logging_steps=1, bf16=False))
+    dpo.train()
+    assert any("loss" in entry for entry in dpo.state.log_history)
+    reward = RewardTrainer(model=build_reward_model(tiny_model, tokenizer.pad_token_id), train_dataset=pairs,
+                           processing_class=tokenizer,
+                           args=RewardConfig(output_dir=str(tmp_path / "reward"), max_steps=1, report_to="none",
+                                             per_device_train_batch_size=2, save_strategy="no", bf16=False))
+    assert "margin" not in reward.train_dataset.column_names
+    reward.train()

@@ -1,6 +1,7 @@
 """`rlhf reward`: RewardTrainer on a tiny model; held-out accuracy/margin computed by our own scoring code."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,89 @@ def test_heldout_accuracy_per_source(tiny_model, tmp_path):
     prompts = [r["prompt"] for r in rows] * 2
     assert score_texts(model, tokenizer, prompts, texts, batch_size=5) == pytest.approx(
         score_texts(model, tokenizer, prompts, texts, batch_size=1), abs=1e-4)
+
+
+def record_reward_trainers(monkeypatch) -> list:
+    """Every RewardTrainer `rlhf reward` builds, recording the margins its training loss sees per batch."""
+    import trl
+
+    trainers = []
+
+    class Recording(trl.RewardTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.margins_seen = []
+            trainers.append(self)
+
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            if self.model.training:
+                self.margins_seen.append(inputs["margin"].tolist() if "margin" in inputs else None)
+            return super().compute_loss(model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(trl, "RewardTrainer", Recording)
+    return trainers
+
+
+def write_ranked_preferences(path: Path, gaps: list) -> Path:
+    rows = [json.loads(line) for line in write_preferences(path, n=len(gaps)).read_text().splitlines()]
+    path.write_text("".join(json.dumps(dict(r, rank_gap=g)) + "\n" for r, g in zip(rows, gaps)))
+    return path
+
+
+GAPS = [1, 2, 3, 1.5, 1, 4, 2, 1]  # eight pairs: under the 10 rows a held-out split needs, so all train
+
+
+@pytest.mark.parametrize("coefficient, margins", [
+    ("0.5", [0.0, 0.5, 1.0, 0.25, 0.0, 1.5, 0.5, 0.0]),  # 0.5 * (rank_gap - 1)
+    ("0", None),                                         # off: no margin column, TRL's plain loss
+])
+def test_margin_from_rank_gap_reaches_the_loss(tiny_model, tmp_path, monkeypatch, coefficient, margins):
+    trainers = record_reward_trainers(monkeypatch)
+    data = write_ranked_preferences(tmp_path / "ranked.jsonl", GAPS)
+    out = tmp_path / "reward"
+    code = cli(["reward", "--model_name_or_path", tiny_model, "--train_file", str(data), "--output_dir", str(out),
+                "--max_steps", "2", "--per_device_train_batch_size", "4", "--report_to", "none",
+                "--save_strategy", "no", "--margin_from_rank_gap", coefficient])
+    assert code == 0
+    (trainer,) = trainers
+    seen = [m for batch in trainer.margins_seen for m in (batch or [])]
+    if margins is None:
+        assert "margin" not in trainer.train_dataset.column_names and trainer.margins_seen == [None, None]
+    else:
+        assert trainer.train_dataset["margin"] == pytest.approx(margins)  # the file's order
+        assert sorted(seen) == pytest.approx(sorted(margins))  # two shuffled batches of 4: every pair once
+    assert json.loads((out / "summary.json").read_text())["margin_from_rank_gap"] == float(coefficient)
+
+
+def test_margin_raises_the_loss_of_a_pair_ranked_far_apart(tiny_model, tmp_path, monkeypatch):
+    """The same model and batch: the loss with margins is TRL's -log sigmoid(r_c - r_r - margin), above the plain one."""
+    trainers = record_reward_trainers(monkeypatch)
+    data = write_ranked_preferences(tmp_path / "ranked.jsonl", [4] * 8)
+    for coefficient in ("0", "2"):
+        assert cli(["reward", "--model_name_or_path", tiny_model, "--train_file", str(data), "--output_dir",
+                    str(tmp_path / coefficient), "--max_steps", "1", "--per_device_train_batch_size", "8",
+                    "--learning_rate", "0", "--report_to", "none", "--save_strategy", "no", "--logging_steps", "1",
+                    "--margin_from_rank_gap", coefficient]) == 0
+    plain, margin = (json.loads((tmp_path / c / "summary.json").read_text())["train_loss"] for c in ("0", "2"))
+    # the untrained score head gives near-equal rewards (r_c - r_r ~ 0): the plain loss is ~log 2, and with every
+    # margin 2 * (4 - 1) = 6 it is ~-log sigmoid(-6) = 6.0025
+    assert plain == pytest.approx(math.log(2), abs=0.05)
+    assert margin == pytest.approx(-math.log(1 / (1 + math.exp(6))), abs=0.05)
+    assert trainers[1].margins_seen == [[6.0] * 8]
+
+
+@pytest.mark.parametrize("value, rows, message", [
+    ("-0.5", None, "key 'margin_from_rank_gap' must be a number of at least 0 (0 = off), got -0.5"),
+    ("0.5", [{}] * 8, "margin_from_rank_gap 0.5 needs a 'rank_gap' column"),
+    ("0.5", [{"rank_gap": 2}] * 3 + [{"rank_gap": 0}] * 5, "row 3: field 'rank_gap' must be a number of at least 1"),
+])
+def test_margin_from_rank_gap_refusals_name_the_field(tiny_model, tmp_path, capsys, value, rows, message):
+    data = write_preferences(tmp_path / "prefs.jsonl", n=8)
+    if rows is not None:
+        lines = [json.loads(line) for line in data.read_text().splitlines()]
+        data.write_text("".join(json.dumps(line | extra) + "\n" for line, extra in zip(lines, rows)))
+    out = tmp_path / "reward"
+    assert cli(["reward", "--model_name_or_path", tiny_model, "--train_file", str(data), "--output_dir", str(out),
+                "--margin_from_rank_gap", value]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
