@@ -56,15 +56,23 @@ def write_pairs(path: Path, pairs: int) -> None:
 
 
 def run_child(argv: list[str]) -> dict:
-    """Run a child process; return its JSON line, wall seconds and peak RSS (GB)."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
-    out, err = proc.stdout.read(), proc.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(argv[:4])} ... failed:\n{err[-3000:]}")
-    return {"seconds": seconds, "peak_rss_gb": usage.ru_maxrss / 1024**2, "stdout": out}
+    """Run a child process; return its stdout, wall seconds and peak RSS (GB).
+
+    Its output goes to files, not pipes: nothing reads a pipe until the child is reaped (os.wait4, for the
+    child's own rusage), so a child writing more than a pipe holds (64 KiB: progress bars, warnings) would block.
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:4])} ... failed:\n{stderr[-3000:]}")
+    return {"seconds": seconds, "peak_rss_gb": usage.ru_maxrss / 1024**2, "stdout": stdout}
 
 
 def child_trl(args) -> None:
