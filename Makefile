@@ -21,7 +21,8 @@ help:
 	@echo "make test-slow   the slow tests (real model training), excluded from make test"
 	@echo "make test-package  build the wheel, install it in a fresh venv, run a shipped recipe (minutes)"
 	@echo "make smoke       generate -> sft -> reward -> dpo -> rl -> onpolicy -> eval -> export on a tiny model"
-	@echo "make bench       the benchmarks under scripts/bench_*.py"
+	@echo "make bench       the benchmarks under scripts/bench_*.py (generate, dpo, sft, reward, eval against plain"
+	@echo "                 transformers/TRL; matmul, malloc, labeler)"
 
 setup: $(STAMP)
 

@@ -4,8 +4,9 @@
     .venv/bin/python scripts/bench_dpo.py --pairs 64 --batch 8 --max-length 256
 
 Both sides train one epoch on the same preference pairs, from the same model (the embedded
-SmolLM2-135M-Instruct), with the same batch size, the same maximum length and LoRA on the same modules
-(rank 16 on every projection of the top 12 layers, as rlhf/recipes/quickstart/dpo.yaml). The plain script
+SmolLM2-135M-Instruct), with the same pairs per optimizer step (ours in the recipe's passes: two of half of them),
+the same maximum length and LoRA on the same modules (rank 16 on every projection of the top 12 layers, as
+rlhf/recipes/quickstart/dpo.yaml), so both take the same number of steps. The plain script
 is what a user writes from TRL's documentation: `DPOConfig` with TRL's defaults for everything else
 (bfloat16 autocast, activation checkpointing, reference log-probs computed at every step) and TRL's
 `ModelConfig` LoRA defaults (dropout 0.05). Ours is the `rlhf dpo` command with the shipped recipe.
@@ -56,15 +57,23 @@ def write_pairs(path: Path, pairs: int) -> None:
 
 
 def run_child(argv: list[str]) -> dict:
-    """Run a child process; return its JSON line, wall seconds and peak RSS (GB)."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
-    out, err = proc.stdout.read(), proc.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(argv[:4])} ... failed:\n{err[-3000:]}")
-    return {"seconds": seconds, "peak_rss_gb": usage.ru_maxrss / 1024**2, "stdout": out}
+    """Run a child process; return its stdout, wall seconds and peak RSS (GB).
+
+    Its output goes to files, not pipes: nothing reads a pipe until the child is reaped (os.wait4, for the
+    child's own rusage), so a child writing more than a pipe holds (64 KiB: progress bars, warnings) would block.
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:4])} ... failed:\n{stderr[-3000:]}")
+    return {"seconds": seconds, "peak_rss_gb": usage.ru_maxrss / 1024**2, "stdout": stdout}
 
 
 def child_trl(args) -> None:
@@ -93,7 +102,7 @@ def child_trl(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=64, help="preference pairs, one epoch (default 64)")
-    parser.add_argument("--batch", type=int, default=8, help="pairs per step (default 8, as the recipe)")
+    parser.add_argument("--batch", type=int, default=8, help="pairs per optimizer step (default 8, as the recipe)")
     parser.add_argument("--max-length", type=int, default=256, help="longest prompt + answer (default 256)")
     parser.add_argument("--model", default="smollm2-135m-instruct", help="model folder or smollm2-135m-instruct")
     parser.add_argument("--ours", default="", help="extra `rlhf dpo` options for our side, e.g. \"--bf16 false\" "
@@ -117,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         model = resolve_model_path(args.model, field="--model")
     except RlhfError as exc:
         parser.error(str(exc))
+    from rlhf.config import find_config, read_yaml
+
+    accumulation = int(read_yaml(find_config("quickstart/dpo", "dpo")).get("gradient_accumulation_steps", 1))
+    if args.batch % accumulation:
+        parser.error(f"--batch must be a multiple of the recipe's gradient_accumulation_steps ({accumulation})")
     python = sys.executable
     with tempfile.TemporaryDirectory(prefix="bench-dpo-") as tmp:
         data = Path(tmp) / "pairs.jsonl"
@@ -127,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                             "--max-length", str(args.max_length)])
         ours = run_child([python, "-m", "rlhf.cli", "dpo", "--config", "quickstart/dpo", "--model_name_or_path", model,
                           "--train_file", str(data), "--output_dir", str(Path(tmp) / "ours"),
-                          "--max_train_rows", str(args.pairs), "--per_device_train_batch_size", str(args.batch),
+                          "--max_train_rows", str(args.pairs), "--per_device_train_batch_size", str(args.batch // accumulation),
                           "--max_length", str(args.max_length), "--save_strategy", "no", "--report_to", "none",
                           *args.ours.split()])
     if theirs is None:
