@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                             "--max-length", str(args.max_length)])
         ours = run_child([python, "-m", "rlhf.cli", "dpo", "--config", "quickstart/dpo", "--model_name_or_path", model,
                           "--train_file", str(data), "--output_dir", str(Path(tmp) / "ours"),
-                          "--max_train_rows", str(args.pairs), "--per_device_train_batch_size", str(args.batch // accumulation),
+                          "--max_train_rows", str(args.pairs), "--num_train_epochs", "1", "--per_device_train_batch_size", str(args.batch // accumulation),
                           "--max_length", str(args.max_length), "--save_strategy", "no", "--report_to", "none",
                           *args.ours.split()])
     if theirs is None:
