@@ -448,7 +448,7 @@ def evaluate_policies(policies: list[tuple[str, str]], reference: str, reward_mo
         tokenizer = load_tokenizer(path)
         if len(tokenizer) != reference_vocab:
             raise RlhfError(f"policy {name} ({path}) has a different vocabulary from the reference: no KL estimate")
-        cached = cache.load(name, path, len(prompts), kl_count if method == "separate_sample" else None) if cache else None
+        cached = cache.load(name, path) if cache else None
         if cached is not None:
             samples[name], own[name] = cached["samples"], cached["own_logprobs"]
             kl_samples[name] = samples[name] if cached["kl_samples"] is None else cached["kl_samples"]

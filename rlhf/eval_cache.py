@@ -165,9 +165,9 @@ def valid_logprobs(logprobs: Any, samples: list[dict[str, Any]]) -> bool:
 
 
 class AnswerCache:
-    """One eval's look-ups and stores: `settings` is what every policy's answers share (prompts, sampling,
-    KL sample, software); a policy's entry adds its own fingerprint. `hits` lists the policies answered
-    from the cache, in order."""
+    """One eval's look-ups and stores: `settings` is what every policy's answers share (prompts and
+    prompt_count, sampling, kl_sample: {prompts, max_new_tokens} or None); a policy's entry adds the software
+    and its own fingerprint. `hits` lists the policies answered from the cache, in order."""
 
     def __init__(self, folder: str | os.PathLike, settings: dict[str, Any]):
         self.folder = Path(folder).expanduser()
@@ -182,6 +182,8 @@ class AnswerCache:
         if path not in self.keys:
             try:
                 policy = policy_fingerprint(path, self.hashes)
+                if policy is None:
+                    print(f"[rlhf eval] {path} is not a local model folder; its answers are not cached", flush=True)
             except OSError as exc:
                 print(f"[rlhf eval] warning: cannot hash {path} for the answer cache ({exc})", flush=True)
                 policy = None
@@ -194,12 +196,10 @@ class AnswerCache:
             self.keys[path] = None if policy is None else (hashlib.sha256(text.encode()).hexdigest(), fingerprint)
         return self.keys[path]
 
-    def load(self, name: str, path: str, prompts: int, kl_prompts: int | None) -> dict[str, Any] | None:
-        """The entry for this policy, or None (a miss; an unusable entry is reported). `kl_prompts` None: the
-        KL is estimated on the main samples."""
+    def load(self, name: str, path: str) -> dict[str, Any] | None:
+        """The entry for this policy, or None (a miss; an unusable entry is reported)."""
         found = self.key(path)
         if found is None:
-            print(f"[rlhf eval] {name}: {path} is not a local model folder; its answers are not cached", flush=True)
             return None
         key, fingerprint = found
         file = self.folder / f"{key}.json"
@@ -214,8 +214,9 @@ class AnswerCache:
             print(f"[rlhf eval] warning: cache entry {file} was written for other inputs; answering again", flush=True)
             return None
         samples, kl = entry.get("samples"), entry.get("kl_samples")
-        if not (valid_samples(samples, prompts) and (kl is None) == (kl_prompts is None)
-                and (kl is None or valid_samples(kl, kl_prompts))
+        kl_sample = self.settings["kl_sample"]  # None: the KL is estimated on the main samples
+        if not (valid_samples(samples, self.settings["prompt_count"]) and (kl is None) == (kl_sample is None)
+                and (kl is None or valid_samples(kl, kl_sample["prompts"]))
                 and valid_logprobs(entry.get("own_logprobs"), samples if kl is None else kl)):
             print(f"[rlhf eval] warning: cache entry {file} is incomplete or malformed; answering again", flush=True)
             return None

@@ -280,8 +280,9 @@ def test_a_second_eval_reads_the_answer_cache_and_gives_the_same_figures(tiny_mo
 
 
 def test_any_changed_input_misses_the_answer_cache(tiny_model, eval_inputs, tmp_path, capsys):
-    """Prompts (texts or order), seed, max_new_tokens or the weights changed: generated again. A copy of the
-    same folder elsewhere hits (the key is the files' content); a corrupt entry is reported and replaced."""
+    """Prompts (texts or order), seed, max_new_tokens, temperature, batch_size or the weights changed: generated
+    again. A copy of the same folder elsewhere hits (the key is the files' content); an unreadable, incomplete or
+    mismatched entry is reported and replaced."""
     import shutil
 
     from safetensors.torch import load_file, save_file
@@ -291,8 +292,8 @@ def test_any_changed_input_misses_the_answer_cache(tiny_model, eval_inputs, tmp_
     cache = tmp_path / "cache"
     rows = load_prompts(eval_inputs["prompts"])
 
-    def cached(path=tiny_model, rows=rows, **settings) -> bool:
-        args = EvalArguments(**{"max_new_tokens": 4, "batch_size": 2, "eval_cache_dir": str(cache), **settings})
+    def cached(path=tiny_model, rows=rows, folder=cache, **settings) -> bool:
+        args = EvalArguments(**{"max_new_tokens": 4, "batch_size": 2, "eval_cache_dir": str(folder), **settings})
         figs, _ = evaluate_policies([("base", str(path))], "base", eval_inputs["reward"], rows, args)
         return figs["base"]["answers_from_cache"]
 
@@ -313,11 +314,16 @@ def test_any_changed_input_misses_the_answer_cache(tiny_model, eval_inputs, tmp_
     assert not cached(path=copy) and cached(path=copy)
     assert cached()  # the original folder's entry is untouched
 
-    entries = cache_entries(cache)
-    for entry in entries:
-        entry.write_text("{ not json")
-    capsys.readouterr()
-    assert not cached()
-    assert "is unreadable" in capsys.readouterr().out
-    assert cached()  # the entry was written again, whole
-    assert not list(cache.glob(".*.tmp"))  # no temporary file left behind
+    fresh = tmp_path / "fresh"
+    assert not cached(folder=fresh)
+    [entry] = cache_entries(fresh)
+    good = json.loads(entry.read_text())
+    for broken, warning in (("{ not json", "is unreadable"),
+                            (json.dumps({**good, "samples": good["samples"][:2]}), "incomplete or malformed"),
+                            (json.dumps({**good, "fingerprint": {**good["fingerprint"], "prompts": "x"}}), "other inputs")):
+        entry.write_text(broken)
+        capsys.readouterr()
+        assert not cached(folder=fresh)
+        assert warning in capsys.readouterr().out
+        assert cached(folder=fresh)  # the entry was written again, whole
+    assert not list(fresh.glob(".*.tmp"))  # no temporary file left behind
