@@ -67,20 +67,25 @@ def find_data_file(value: str) -> str:
 STAGE_NAMES = ("generate", "sft", "reward", "dpo", "rl", "onpolicy", "eval", "export")
 
 
-def locate_recipe_paths(instance: Any) -> None:
+def locate_recipe_paths(instance: Any) -> dict[str, str]:
     """Resolve, in place, every `*_file` field (data) and `<stage>_config` field (the loop's stage YAMLs) of a
-    parsed dataclass. TRL's own `*_config` fields (fsdp_config, ...) are not recipes and stay as given."""
+    parsed dataclass; returns the fields resolved. TRL's own `*_config` fields (fsdp_config, ...) are not recipes
+    and stay as given."""
+    located = {}
     for f in dataclasses.fields(instance):
         value = getattr(instance, f.name)
         if not isinstance(value, str) or not value:
             continue
         if f.name.endswith("_file"):
-            setattr(instance, f.name, find_data_file(value))
+            located[f.name] = find_data_file(value)
         elif f.name.endswith("_config") and f.name.removesuffix("_config") in STAGE_NAMES:
             try:
-                setattr(instance, f.name, str(find_config(value, f.name.removesuffix("_config"))))
+                located[f.name] = str(find_config(value, f.name.removesuffix("_config")))
             except RlhfError:
                 pass  # left as given: the caller's own check names the key
+    for name, value in located.items():
+        setattr(instance, name, value)
+    return located
 
 
 # Keys that were renamed: the old spelling is refused with a message naming the new one.
@@ -383,28 +388,50 @@ def parse_stage_args(
         parsed = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as exc:
         raise RlhfError(f"rlhf {stage}: {exc}") from None
+    inputs = vars(parser.parse_known_args(args=argv)[0])  # what each dataclass was built from
     for instance in parsed:
-        locate_recipe_paths(instance)
+        given = {f.name: inputs[f.name] for f in dataclasses.fields(instance) if f.init and f.name in inputs}
+        given.update(locate_recipe_paths(instance))
+        vars(instance)[CONFIG_INPUTS] = given
     check_model_options(parsed, config_path or "command line", stage)
     return (*parsed, config_path)
 
 
+# Where parse_stage_args keeps, on each dataclass it built, the values it built it from (see resolved_config).
+CONFIG_INPUTS = "_rlhf_config_inputs"
+
+
 def resolved_config(*instances) -> dict[str, Any]:
-    """All dataclass fields as one flat, YAML-safe mapping (what the run folder records)."""
+    """All dataclass fields as one flat, YAML-safe mapping (what the run folder records as config.yaml).
+
+    For dataclasses from parse_stage_args these are the values they were built from (defaults, YAML, command
+    line), not what their __post_init__ made of them: transformers and TRL turn some into other types or fill
+    in derived keys (an AcceleratorConfig object, `include_num_input_tokens_seen` false -> "no", GRPO's
+    generation_batch_size beside steps_per_generation, which together are refused), so only the inputs load
+    back as `--config`. Enums are written by value, dataclasses as mappings.
+    """
     out: dict[str, Any] = {}
     for inst in instances:
         if inst is None or not dataclasses.is_dataclass(inst):
             continue
-        for f in dataclasses.fields(inst):
-            v = getattr(inst, f.name)
-            if isinstance(v, enum.Enum):
-                v = v.value  # TRL's str-Enums (schedulers, strategies) are not plain str for yaml.safe_dump
-            if isinstance(v, (str, int, float, bool)) or v is None:
-                out[f.name] = v
-            elif isinstance(v, (list, tuple)) and all(isinstance(x, (str, int, float, bool)) for x in v):
-                out[f.name] = list(v)
-            elif isinstance(v, dict):
-                out[f.name] = {str(k): (x if isinstance(x, (str, int, float, bool)) or x is None else str(x)) for k, x in v.items()}
-            else:
-                out[f.name] = str(v)
+        given = vars(inst).get(CONFIG_INPUTS)
+        values = given if given is not None else {f.name: getattr(inst, f.name) for f in dataclasses.fields(inst)}
+        out.update({name: yaml_value(value) for name, value in values.items()})
     return out
+
+
+def yaml_value(value: Any) -> Any:
+    """A config value as YAML can write it and `--config` read it back."""
+    if isinstance(value, enum.Enum):
+        value = value.value  # TRL's str-Enums (schedulers, strategies) are not plain str for yaml.safe_dump
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): yaml_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [yaml_value(v) for v in value]
+    return str(value)

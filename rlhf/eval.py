@@ -26,6 +26,11 @@ samples. With `kl_prompts: N` and a temperature or top_p other than 1, the KL co
 temperature-1, top_p-1 sample on the first N prompts; summary.json's `kl_method` says which was used.
 Writes summary.json, responses.jsonl (one line per policy and prompt, with the prompt row's extra fields),
 metrics.jsonl and rewards.png / lengths.png (+ pass_rates.png / pass_rate_policies.png with constraints).
+
+A policy's answers are cached (rlhf/eval_cache.py; eval_cache_dir, default $RLHF_CACHE/eval, i.e.
+~/.cache/rlhf-loop/eval): the next eval of the same weights and tokenizer on the same prompts with the same
+seed and sampling settings, software and CPU reads them instead of generating again (the reward model still
+judges them). summary.json's `cached_policies` names those policies; `--eval_cache false` always generates.
 """
 
 from __future__ import annotations
@@ -82,6 +87,16 @@ class EvalArguments:
                           "float32. Every policy, the reference included, generates in the same dtype; the KL sample "
                           "and every log-probability stay in float32.",
                   "choices": ["auto", "float32", "bfloat16", "float16"]},
+    )
+    eval_cache: bool = field(
+        default=True,
+        metadata={"help": "Reuse a policy's answers (and KL sample) from an earlier eval of the same weights, tokenizer, "
+                          "prompts, seed, sampling settings, dtype, software and CPU; false: always generate."},
+    )
+    eval_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Folder of the answer cache; default $RLHF_EVAL_CACHE, else $RLHF_CACHE/eval "
+                          "(~/.cache/rlhf-loop/eval)."},
     )
 
 
@@ -378,6 +393,24 @@ def policy_figures(rows: list[dict[str, Any]], recs: list[dict[str, Any]],
     return figures
 
 
+def answer_cache(args: EvalArguments, prompts: list, gen_dtype: str, kl_count: int | None, kl_tokens: int):
+    """The answer cache for this eval's settings (rlhf.eval_cache), or None with `eval_cache: false`.
+    `kl_count` None: the KL is estimated on the main responses, so there is no separate sample to key on."""
+    if not args.eval_cache:
+        return None
+    import hashlib
+
+    from rlhf.eval_cache import AnswerCache, default_cache_dir
+
+    prompts_hash = hashlib.sha256(json.dumps(prompts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    return AnswerCache(args.eval_cache_dir or default_cache_dir(), {
+        "prompts": prompts_hash, "prompt_count": len(prompts),
+        "sampling": {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
+                     "batch_size": args.batch_size, "seed": args.seed, "dtype": gen_dtype},
+        "kl_sample": None if kl_count is None else {"prompts": kl_count, "max_new_tokens": kl_tokens},
+    })
+
+
 def evaluate_policies(policies: list[tuple[str, str]], reference: str, reward_model_path: str,
                       rows: list[dict[str, Any]], args: EvalArguments,
                       extra_metrics: ExtraMetrics | None = None) -> tuple[dict[str, dict], list[dict[str, Any]]]:
@@ -387,6 +420,8 @@ def evaluate_policies(policies: list[tuple[str, str]], reference: str, reward_mo
     One model is in memory at a time: each policy answers (and samples for the KL, with its own log-probs),
     then the reference scores every policy's KL sample, then the reward model judges every answer. Holding the
     judge, the reference and a policy together had made eval the quickstart's largest stage (6.2 GB).
+    A policy found in the answer cache (rlhf.eval_cache, unless `eval_cache` is false) is not loaded at all: its
+    answers, KL sample and own log-probs come from there, and its figure `answers_from_cache` is true.
     """
     import copy
 
@@ -408,10 +443,16 @@ def evaluate_policies(policies: list[tuple[str, str]], reference: str, reward_mo
     samples: dict[str, list[dict[str, Any]]] = {}
     kl_samples: dict[str, list[dict[str, Any]]] = {}
     own: dict[str, list[list[float]]] = {}
+    cache = answer_cache(args, prompts, gen_dtype, kl_count if method == "separate_sample" else None, kl_tokens)
     for name, path in policies:
         tokenizer = load_tokenizer(path)
         if len(tokenizer) != reference_vocab:
             raise RlhfError(f"policy {name} ({path}) has a different vocabulary from the reference: no KL estimate")
+        cached = cache.load(name, path) if cache else None
+        if cached is not None:
+            samples[name], own[name] = cached["samples"], cached["own_logprobs"]
+            kl_samples[name] = samples[name] if cached["kl_samples"] is None else cached["kl_samples"]
+            continue
         model = load_causal_lm(path).eval()
         print(f"[rlhf eval] {name}: generating {len(prompts)} responses", flush=True)
         generator = model if gen_dtype == "float32" else copy.deepcopy(model).to(getattr(torch, gen_dtype))
@@ -426,11 +467,15 @@ def evaluate_policies(policies: list[tuple[str, str]], reference: str, reward_mo
         own[name] = token_logprobs(model, kl_samples[name], args.batch_size)
         del model
         release_memory()
-    reference_model = load_causal_lm(paths[reference]).eval()
-    ref = {name: own[name] if name == reference else token_logprobs(reference_model, kl_samples[name], args.batch_size)
-           for name, _ in policies}
-    del reference_model
-    release_memory()
+        if cache is not None:
+            cache.store(path, samples[name], kl_samples[name] if method == "separate_sample" else None, own[name])
+    ref = {reference: own[reference]}
+    if len(policies) > 1:  # the reference scores the other policies' KL samples (not needed for itself)
+        reference_model = load_causal_lm(paths[reference]).eval()
+        ref.update({name: token_logprobs(reference_model, kl_samples[name], args.batch_size)
+                    for name, _ in policies if name != reference})
+        del reference_model
+        release_memory()
     print(f"[rlhf eval] scoring {len(policies) * len(prompts)} responses with the reward model", flush=True)
     judge, judge_tokenizer = load_reward_model(reward_model_path)
     records: dict[str, list[dict[str, Any]]] = {}
@@ -448,7 +493,8 @@ def evaluate_policies(policies: list[tuple[str, str]], reference: str, reward_mo
         recs = records[name]
         figures[name] = {"path": path, **policy_figures(rows, recs, records[reference]),
                          "kl_to_reference": kl_estimate(own[name], ref[name]), "kl_method": method,
-                         "kl_responses": len(own[name]), "generation_dtype": gen_dtype}
+                         "kl_responses": len(own[name]), "generation_dtype": gen_dtype,
+                         "answers_from_cache": bool(cache and name in cache.hits)}
         if extra_metrics is not None:
             figures[name].update(extra_metrics(rows, recs))
     return figures, [r for name, _ in policies for r in records[name]]
@@ -555,6 +601,8 @@ def run_eval(args: EvalArguments, rows: list[dict[str, Any]] | None = None, conf
                      "seed": args.seed},
         "kl_method": method,
         "plots": plots,
+        # policies whose answers (and KL sample) an earlier eval had generated with the same inputs
+        "cached_policies": [name for name, f in figures.items() if f.get("answers_from_cache")],
     }
     if method == "separate_sample":
         summary["kl_sample"] = {"prompts": min(args.kl_prompts, len(rows)), "temperature": 1.0, "top_p": 1.0,
@@ -566,6 +614,9 @@ def run_eval(args: EvalArguments, rows: list[dict[str, Any]] | None = None, conf
         print(f"[rlhf eval] {name:>16}: reward {f['mean_reward']:+.3f}  win {f['win_rate']:.2f}  "
               f"lc-win {f['win_rate_lc']:.2f} [{f['win_rate_lc_ci'][0]:.2f}, {f['win_rate_lc_ci'][1]:.2f}]  "
               f"kl {f['kl_to_reference']:.3f}  length {f['mean_length']:.1f}{passed}")
+    if summary["cached_policies"]:
+        print(f"[rlhf eval] answers from the cache (an earlier eval, the same model and inputs): "
+              f"{', '.join(summary['cached_policies'])}; the reward model judged them afresh")
     if method == "main_responses_biased":
         print("[rlhf eval] note: KL estimated on greedy/tempered responses is biased; set kl_prompts for an unbiased one")
     print(f"[rlhf eval] summary, responses and plots -> {out}")

@@ -548,6 +548,9 @@ def print_table(summary: dict[str, Any], report) -> None:
               f"{fmt_ci(p.get('pass_rate_instruction'), None):>14} {fmt_ci(p.get('win_rate'), p.get('win_rate_ci')):>24} "
               f"{fmt_ci(kl, None):>11} {fmt_ci(p.get('mean_length'), None, '.1f'):>7}")
     print(f"({summary['rounds'][-1]['eval'].get('prompts')} held-out prompts; win rate: the reward model's judgement)")
+    cached = summary["rounds"][-1]["eval"].get("cached_policies")
+    if cached:
+        print(f"answers from eval's cache (an earlier eval of the same model, prompts and settings): {', '.join(cached)}")
     acc = summary["reward_accuracy"]
     if isinstance(acc, (int, float)):
         print(f"\nreward model held-out pair accuracy: {acc:.3f}{format_ci(summary.get('reward_accuracy_ci'))}"

@@ -180,6 +180,10 @@ def render_headline(summary: dict[str, Any], eval_round: tuple[int, dict] | None
     kl_text = {"separate_sample": f"KL estimated on a separate temperature-1 sample ({fmt(ev.get('kl_sample'))}).",
                "main_responses": "KL estimated on the evaluated responses (temperature-1 samples).",
                "main_responses_biased": "KL estimated on greedy or tempered responses: biased, read it as a trend."}
+    cached = ev.get("cached_policies")
+    if cached:
+        parts.append(note(f"Answers from eval's cache (an earlier eval of the same weights, tokenizer, prompts and "
+                          f"settings; judged afresh by this round's reward model): {', '.join(cached)}."))
     parts.append(note(f"Decoding: {fmt(sampling)}. {kl_text.get(method, method)} "
                       "Length-controlled win rate: the reward model's win rate predicted at equal response length "
                       "(logistic fit on the length difference); a win rate far above it is bought with length. "

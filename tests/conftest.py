@@ -151,6 +151,15 @@ def serve_labeler(tmp_path_factory):
             proc.wait()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def eval_answer_cache(tmp_path_factory):
+    """`rlhf eval`'s answer cache (rlhf/eval_cache.py) in a folder of this session's, for the stage processes too:
+    no test reads answers that an earlier session, or the user's own runs, left in ~/.cache/rlhf-loop/eval."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RLHF_EVAL_CACHE", str(tmp_path_factory.mktemp("eval-answer-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
     """A 2-layer, hidden-32 random Llama with the real SmolLM2 tokenizer (built once per session; the same

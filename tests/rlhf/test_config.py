@@ -175,3 +175,54 @@ def test_held_out_split_keeps_a_prompts_rows_together():
     assert again["prompt"] == train["prompt"]  # seeded
     few, none = split_train_test(datasets.Dataset.from_list(rows[:9]), 0.5)  # under 10 rows: no split
     assert none is None and len(few) == 9
+
+
+# --- a run folder's config.yaml is a config: it loads back as `--config` --------------------------------------
+
+class ConfigWritten(Exception):
+    """Raised right after a stage wrote its run folder's config.yaml: the work itself is not needed here."""
+
+
+@pytest.mark.parametrize("stage, argv", [
+    ("sft", ["--train_file", "{labels}/sft/train"]),
+    ("reward", ["--train_file", "{labels}/preferences/train"]),
+    ("dpo", ["--train_file", "{labels}/preferences/train"]),
+    ("rl", ["--reward_model_path", "{reward}", "--prompts_file", "{prompts}"]),
+    ("rl", ["--trainer", "rloo", "--reward_model_path", "{reward}", "--prompts_file", "{prompts}"]),
+    ("onpolicy", ["--reward_model_path", "{reward}", "--prompts_file", "{prompts}"]),
+    ("generate", ["--prompts_file", "{prompts}"]),
+    ("eval", ["--policies", "{model}", "--reward_model_path", "{reward}", "--prompts_file", "{prompts}"]),
+    ("export", []),
+])
+def test_a_stage_config_yaml_loads_back_as_its_config(stage, argv, tiny_model, reward_folder, labels_folder,
+                                                      tmp_path, monkeypatch):
+    """Each stage's config.yaml, passed back as --config, rebuilds the same config (transformers' own values,
+    such as include_num_input_tokens_seen 'no' or an AcceleratorConfig, had been written and then refused)."""
+    import importlib
+
+    import yaml
+
+    from rlhf import runs
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "Say hi."}) + "\n")
+    real = runs.prepare_run_dir
+    written = []
+
+    def write_then_stop(output_dir, stage_name, config, *args, **kwargs):
+        real(output_dir, stage_name, config, *args, **kwargs)
+        written.append(config)
+        raise ConfigWritten
+
+    monkeypatch.setattr(runs, "prepare_run_dir", write_then_stop)
+    main = importlib.import_module(f"rlhf.{stage}").main
+    fill = {"labels": labels_folder["path"], "reward": reward_folder, "prompts": str(prompts), "model": tiny_model}
+    out = tmp_path / stage
+    model = [] if stage == "eval" else ["--model_name_or_path", tiny_model]
+    with pytest.raises(ConfigWritten):
+        main([*model, *(a.format(**fill) for a in argv), "--output_dir", str(out)])
+    dumped = yaml.safe_load((out / "config.yaml").read_text())
+    assert dumped == written[0] and dumped["output_dir"] == str(out)
+    with pytest.raises(ConfigWritten):
+        main(["--config", str(out / "config.yaml")])
+    assert written[1] == written[0]

@@ -246,3 +246,84 @@ def test_eval_malformed_constraint_names_the_prompt(tiny_model, eval_inputs, tmp
     err = capsys.readouterr().err
     assert code == 2 and "prompt 2" in err and "missing param 'n'" in err
     assert not out.exists()
+
+
+def cache_entries(folder) -> list:
+    return sorted(p for p in folder.glob("*.json") if p.name != "file-hashes.json")
+
+
+def test_a_second_eval_reads_the_answer_cache_and_gives_the_same_figures(tiny_model, eval_inputs, tmp_path, capsys):
+    """The second eval (from the first one's config.yaml) generates nothing and writes the same figures and
+    responses; `cached_policies` names the policies read from the cache."""
+    cache = tmp_path / "cache"
+    first = tmp_path / "first"
+    assert cli(["eval", "--policies", tiny_model, eval_inputs["adapter"], "--policy_names", "base", "lora",
+                "--reward_model_path", eval_inputs["reward"], "--prompts_file", eval_inputs["prompts"],
+                "--output_dir", str(first), "--max_new_tokens", "5", "--batch_size", "2", "--temperature", "0",
+                "--kl_prompts", "2", "--eval_cache_dir", str(cache)]) == 0
+    summary = json.loads((first / "summary.json").read_text())
+    assert summary["cached_policies"] == [] and len(cache_entries(cache)) == 2  # one entry per policy
+
+    assert "lora: generating 3 responses" in capsys.readouterr().out
+    second = tmp_path / "second"
+    assert cli(["eval", "--config", str(first / "config.yaml"), "--output_dir", str(second)]) == 0
+    again = json.loads((second / "summary.json").read_text())
+    assert again["cached_policies"] == ["base", "lora"]
+    log = capsys.readouterr().out
+    assert "lora: answers from the cache" in log and "generating" not in log and "sampling" not in log
+    for name in ("base", "lora"):
+        assert again["policies"][name].pop("answers_from_cache") is True
+        assert summary["policies"][name].pop("answers_from_cache") is False
+    assert again["policies"] == summary["policies"]  # every figure, KL of the separate sample included
+    assert (second / "responses.jsonl").read_text() == (first / "responses.jsonl").read_text()
+    assert summary["policies"]["lora"]["kl_to_reference"] != 0.0 and summary["kl_method"] == "separate_sample"
+
+
+def test_any_changed_input_misses_the_answer_cache(tiny_model, eval_inputs, tmp_path, capsys):
+    """Prompts (texts or order), seed, max_new_tokens, temperature, batch_size or the weights changed: generated
+    again. A copy of the same folder elsewhere hits (the key is the files' content); an unreadable, incomplete or
+    mismatched entry is reported and replaced."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from rlhf.data import load_prompts
+
+    cache = tmp_path / "cache"
+    rows = load_prompts(eval_inputs["prompts"])
+
+    def cached(path=tiny_model, rows=rows, folder=cache, **settings) -> bool:
+        args = EvalArguments(**{"max_new_tokens": 4, "batch_size": 2, "eval_cache_dir": str(folder), **settings})
+        figs, _ = evaluate_policies([("base", str(path))], "base", eval_inputs["reward"], rows, args)
+        return figs["base"]["answers_from_cache"]
+
+    assert not cached() and cached()  # stored, then read
+    assert not cached(rows=rows[:2]) and not cached(rows=rows[::-1])
+    assert not cached(rows=[{**rows[0], "prompt": "Name a color."}, *rows[1:]])
+    assert not cached(seed=7) and not cached(max_new_tokens=5)
+    assert not cached(temperature=0.5) and not cached(batch_size=3)
+    assert not cached(eval_cache=False) and cached()  # switched off: neither read nor written
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model, copy)
+    assert cached(path=copy)
+    weights = load_file(copy / "model.safetensors")
+    name = next(k for k in weights if k.endswith("q_proj.weight"))
+    weights[name] = weights[name] + 0.01
+    save_file(weights, str(copy / "model.safetensors"), metadata={"format": "pt"})  # same size, new content
+    assert not cached(path=copy) and cached(path=copy)
+    assert cached()  # the original folder's entry is untouched
+
+    fresh = tmp_path / "fresh"
+    assert not cached(folder=fresh)
+    [entry] = cache_entries(fresh)
+    good = json.loads(entry.read_text())
+    for broken, warning in (("{ not json", "is unreadable"),
+                            (json.dumps({**good, "samples": good["samples"][:2]}), "incomplete or malformed"),
+                            (json.dumps({**good, "fingerprint": {**good["fingerprint"], "prompts": "x"}}), "other inputs")):
+        entry.write_text(broken)
+        capsys.readouterr()
+        assert not cached(folder=fresh)
+        assert warning in capsys.readouterr().out
+        assert cached(folder=fresh)  # the entry was written again, whole
+    assert not list(fresh.glob(".*.tmp"))  # no temporary file left behind

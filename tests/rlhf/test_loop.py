@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_two_rounds_chain_policies_and_trace_labels(tiny_model, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # configs/smoke/loop.yaml, the former path, still names the shipped smoke recipe
+    monkeypatch.setenv("RLHF_EVAL_CACHE", str(tmp_path / "eval-cache"))  # empty: round 1 answers everything
     out = tmp_path / "loop"
     code = rlhf_main([
         "loop", "--config", "configs/smoke/loop.yaml", "--model_name_or_path", tiny_model,
@@ -36,6 +37,13 @@ def test_two_rounds_chain_policies_and_trace_labels(tiny_model, tmp_path, monkey
         assert pair["win_rate_ci"][0] <= pair["win_rate"] <= pair["win_rate_ci"][1]
     assert set(arena["bradley_terry"]) == {"final", "base", "previous"}
     assert "previous" in summary["rounds"][1]["eval"]["policies"]  # round 2 also evaluates round 1's policy
+    # The base answered the same held-out prompts in round 1: round 2's eval read those answers from the cache.
+    assert [r["eval"]["cached_policies"] for r in summary["rounds"]] == [[], ["base"]]
+    base_answers = [[(r["prompt"], r["response"]) for r in map(json.loads, (out / f"round-{n}" / "eval" / "responses.jsonl")
+                     .read_text().splitlines()) if r["policy"] == "base"] for n in (1, 2)]
+    assert base_answers[0] == base_answers[1] and len(base_answers[0]) == 3
+    assert "cache (an earlier eval of the same weights, tokenizer, prompts and settings; judged afresh by this " \
+           "round&#x27;s reward model): base." in (out / "report.html").read_text()
     # Where the time and memory went: every stage of the last round, measured by the loop itself.
     assert set(summary["stage_seconds"]) == {"generate", "sft", "reward", "dpo", "eval", "export"}
     assert all(s > 0 for s in summary["stage_seconds"].values())
