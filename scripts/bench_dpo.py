@@ -99,6 +99,36 @@ def child_trl(args) -> None:
                       "bf16": training_args.bf16, "gradient_checkpointing": training_args.gradient_checkpointing}))
 
 
+def model_or_exit(parser: argparse.ArgumentParser, name: str) -> str:
+    """The --model folder (the embedded model's name resolves to its cache folder), or exit with the parser's error."""
+    sys.path.insert(0, str(ROOT))
+    from rlhf.errors import RlhfError
+    from rlhf.models import resolve_model_path
+
+    try:
+        return resolve_model_path(name, field="--model")
+    except RlhfError as exc:
+        parser.error(str(exc))
+
+
+def step_figures(ours: dict, theirs: dict, steps: int, steps_trl: int, per_step: float, per_step_trl: float) -> dict:
+    """The JSON figures of a training benchmark with steps (bench_sft, bench_reward): seconds, seconds per
+    step (the trainers' own run time over their steps), peak RSS and the ratios."""
+    return {
+        "steps": steps,
+        "steps_trl": steps_trl,
+        "seconds": round(ours["seconds"], 1),
+        "seconds_trl": round(theirs["seconds"], 1),
+        "seconds_per_step": round(per_step, 3),
+        "seconds_per_step_trl": round(per_step_trl, 3),
+        "peak_rss_gb": round(ours["peak_rss_gb"], 3),
+        "peak_rss_gb_trl": round(theirs["peak_rss_gb"], 3),
+        "speedup": round(theirs["seconds"] / ours["seconds"], 3),
+        "speedup_per_step": round(per_step_trl / per_step, 3),
+        "memory_ratio": round(ours["peak_rss_gb"] / theirs["peak_rss_gb"], 3),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=64, help="preference pairs, one epoch (default 64)")
@@ -118,14 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.pairs, args.batch, args.max_length) < 1:
         parser.error("--pairs, --batch and --max-length must be at least 1")
 
-    sys.path.insert(0, str(ROOT))
-    from rlhf.errors import RlhfError
-    from rlhf.models import resolve_model_path
-
-    try:
-        model = resolve_model_path(args.model, field="--model")
-    except RlhfError as exc:
-        parser.error(str(exc))
+    model = model_or_exit(parser, args.model)
     from rlhf.config import find_config, read_yaml
 
     accumulation = int(read_yaml(find_config("quickstart/dpo", "dpo")).get("gradient_accumulation_steps", 1))

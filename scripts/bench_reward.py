@@ -34,7 +34,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_dpo import ROOT, TARGETS, run_child, write_pairs
+from bench_dpo import ROOT, TARGETS, model_or_exit, run_child, step_figures, write_pairs
 
 RECIPE = "quickstart/reward"
 
@@ -111,14 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.pairs, args.heldout, args.batch, args.max_length) < 1:
         parser.error("--pairs, --heldout, --batch and --max-length must be at least 1")
 
-    sys.path.insert(0, str(ROOT))
-    from rlhf.errors import RlhfError
-    from rlhf.models import resolve_model_path
-
-    try:
-        model = resolve_model_path(args.model, field="--model")
-    except RlhfError as exc:
-        parser.error(str(exc))
+    model = model_or_exit(parser, args.model)
     recipe = read_recipe()
     accumulation = int(recipe.get("gradient_accumulation_steps", 1))
     if args.batch % accumulation:
@@ -159,17 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = {
         "pairs": args.pairs,
         "heldout": args.heldout,
-        "steps": steps,
-        "steps_trl": trl_info["steps"],
-        "seconds": round(ours["seconds"], 1),
-        "seconds_trl": round(theirs["seconds"], 1),
-        "seconds_per_step": round(per_step, 3),
-        "seconds_per_step_trl": round(trl_per_step, 3),
-        "peak_rss_gb": round(ours["peak_rss_gb"], 3),
-        "peak_rss_gb_trl": round(theirs["peak_rss_gb"], 3),
-        "speedup": round(theirs["seconds"] / ours["seconds"], 3),
-        "speedup_per_step": round(trl_per_step / per_step, 3),
-        "memory_ratio": round(ours["peak_rss_gb"] / theirs["peak_rss_gb"], 3),
+        **step_figures(ours, theirs, steps, trl_info["steps"], per_step, trl_per_step),
     }
     print(json.dumps(figures))
     return 0

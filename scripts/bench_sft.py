@@ -30,7 +30,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_dpo import ROOT, TARGETS, run_child, write_pairs
+from bench_dpo import ROOT, TARGETS, model_or_exit, run_child, step_figures, write_pairs
 
 RECIPE = "quickstart/sft"
 
@@ -98,14 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.rows, args.batch, args.max_length) < 1:
         parser.error("--rows, --batch and --max-length must be at least 1")
 
-    sys.path.insert(0, str(ROOT))
-    from rlhf.errors import RlhfError
-    from rlhf.models import resolve_model_path
-
-    try:
-        model = resolve_model_path(args.model, field="--model")
-    except RlhfError as exc:
-        parser.error(str(exc))
+    model = model_or_exit(parser, args.model)
     recipe = read_recipe()
     accumulation = int(recipe.get("gradient_accumulation_steps", 1))
     if args.batch % accumulation:
@@ -145,17 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: the sides took different numbers of steps ({steps} against {trl_info['steps']})")
     figures = {
         "rows": args.rows,
-        "steps": steps,
-        "steps_trl": trl_info["steps"],
-        "seconds": round(ours["seconds"], 1),
-        "seconds_trl": round(theirs["seconds"], 1),
-        "seconds_per_step": round(per_step, 3),
-        "seconds_per_step_trl": round(trl_per_step, 3),
-        "peak_rss_gb": round(ours["peak_rss_gb"], 3),
-        "peak_rss_gb_trl": round(theirs["peak_rss_gb"], 3),
-        "speedup": round(theirs["seconds"] / ours["seconds"], 3),
-        "speedup_per_step": round(trl_per_step / per_step, 3),
-        "memory_ratio": round(ours["peak_rss_gb"] / theirs["peak_rss_gb"], 3),
+        **step_figures(ours, theirs, steps, trl_info["steps"], per_step, trl_per_step),
     }
     print(json.dumps(figures))
     return 0
