@@ -111,6 +111,15 @@ def model_or_exit(parser: argparse.ArgumentParser, name: str) -> str:
         parser.error(str(exc))
 
 
+def accumulation_or_exit(parser: argparse.ArgumentParser, recipe: dict, batch: int) -> int:
+    """The recipe's gradient_accumulation_steps; exit with the parser's error unless --batch divides by it (our
+    side passes batch / accumulation pairs or rows a pass, so that both sides take the same steps)."""
+    accumulation = int(recipe.get("gradient_accumulation_steps", 1))
+    if batch % accumulation:
+        parser.error(f"--batch must be a multiple of the recipe's gradient_accumulation_steps ({accumulation})")
+    return accumulation
+
+
 def step_figures(ours: dict, theirs: dict, steps: int, steps_trl: int, per_step: float, per_step_trl: float) -> dict:
     """The JSON figures of a training benchmark with steps (bench_sft, bench_reward): seconds, seconds per
     step (the trainers' own run time over their steps), peak RSS and the ratios."""
@@ -151,9 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     model = model_or_exit(parser, args.model)
     from rlhf.config import find_config, read_yaml
 
-    accumulation = int(read_yaml(find_config("quickstart/dpo", "dpo")).get("gradient_accumulation_steps", 1))
-    if args.batch % accumulation:
-        parser.error(f"--batch must be a multiple of the recipe's gradient_accumulation_steps ({accumulation})")
+    accumulation = accumulation_or_exit(parser, read_yaml(find_config("quickstart/dpo", "dpo")), args.batch)
     python = sys.executable
     with tempfile.TemporaryDirectory(prefix="bench-dpo-") as tmp:
         data = Path(tmp) / "pairs.jsonl"

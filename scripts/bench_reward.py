@@ -34,7 +34,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_dpo import ROOT, TARGETS, model_or_exit, run_child, step_figures, write_pairs
+from bench_dpo import ROOT, TARGETS, accumulation_or_exit, model_or_exit, run_child, step_figures, write_pairs
 
 RECIPE = "quickstart/reward"
 
@@ -113,9 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = model_or_exit(parser, args.model)
     recipe = read_recipe()
-    accumulation = int(recipe.get("gradient_accumulation_steps", 1))
-    if args.batch % accumulation:
-        parser.error(f"--batch must be a multiple of the recipe's gradient_accumulation_steps ({accumulation})")
+    accumulation = accumulation_or_exit(parser, recipe, args.batch)
     python = sys.executable
     with tempfile.TemporaryDirectory(prefix="bench-reward-") as tmp:
         train, heldout = write_train_heldout(Path(tmp), args.pairs, args.heldout)
