@@ -133,7 +133,9 @@ def check_api_limit() -> None:
     limit, key = current_app.extensions["labeler_api_limit"], api_key()
     try:
         allowed = limiter.limiter.hit(limit, key, "api")
-    except Exception as err:  # the counters' storage is down: serve unlimited rather than fail (as Flask-Limiter's swallow_errors)
+    except Exception as err:  # the counters' storage is down: RATELIMIT_SWALLOW_ERRORS, as Flask-Limiter's own limits
+        if not current_app.config["RATELIMIT_SWALLOW_ERRORS"]:
+            raise
         current_app.logger.warning("rate-limit storage %s failed (%s: %s); the API call is served without its limit",
                                    current_app.config["RATELIMIT_STORAGE_URI"], type(err).__name__, err)
         return

@@ -1,6 +1,8 @@
 """Rate limits (labeler.ratelimit, Flask-Limiter): failed logins per account, API calls per token, and
 counters that several server workers share through a SQLite file."""
 
+import sqlite3
+
 import pytest
 import requests
 
@@ -141,3 +143,23 @@ def test_a_failing_limits_storage_serves_without_limits_instead_of_500(db_url, m
     api, logins = in_new_thread(calls)
     assert api == [200, 200, 200] and logins == [401, 401, 401]  # served, unlimited; never 500
     assert "rate-limit storage" in caplog.text and "unable to open database file" in caplog.text
+
+
+def test_a_failing_limits_storage_is_an_error_when_swallowing_is_off(db_url, make_user, auth_header, tmp_path):
+    """RATELIMIT_SWALLOW_ERRORS false: the API's check, like Flask-Limiter's own, lets the storage error through."""
+    limits = tmp_path / "limits.db"
+    app = create_app({"TESTING": True, "DATABASE_URL": db_url, "RATE_LIMIT_STORAGE": f"sqlite:///{limits}",
+                      "RATELIMIT_SWALLOW_ERRORS": False})
+    client = app.test_client()
+    ann = auth_header(make_user("ann"))
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"limits.db{suffix}").unlink(missing_ok=True)
+    limits.mkdir()
+
+    def call():
+        try:
+            return client.get("/api/v1/projects", headers=ann).status_code
+        except sqlite3.Error as err:  # TESTING propagates the error that a server would answer 500 with
+            return err
+
+    assert "unable to open database file" in str(in_new_thread(call))
