@@ -330,14 +330,23 @@ def short_backprop_callback():
     return ShortBackprop()
 
 
-def decoder_layers(model):
-    """The decoder's list of transformer blocks (`model.model.layers` in Llama-like models, under a PEFT
-    wrapper too); None where the architecture does not expose one."""
+def decoder_module(model):
+    """The decoder that holds the embeddings and the list of transformer blocks (`model.model` in Llama-like
+    models, under a PEFT wrapper too); None where the architecture does not expose one."""
     for module in model.modules():
         layers = getattr(module, "layers", None)
         if layers is not None and hasattr(layers, "__len__") and len(layers) and hasattr(module, "embed_tokens"):
-            return layers
+            return module
     return None
+
+
+def same_tensor(a, b) -> bool:
+    """Equal shape and values (or the same object, or both None)."""
+    if a is b:
+        return True
+    if a is None or b is None:
+        return False
+    return a.shape == b.shape and bool((a == b).all())
 
 
 class SharedFrozenPrefix:
@@ -354,44 +363,34 @@ class SharedFrozenPrefix:
     a model without PEFT) runs every block as usual. The kept states are used once, then dropped.
     """
 
-    def __init__(self, model, first_trained: int, layers):
-        self.model, self.first, self.layers = model, first_trained, layers
+    def __init__(self, decoder, first_trained: int):
+        self.first = first_trained
         self.key = None  # (input_ids, attention_mask) of the policy forward whose states are kept
         self.kept = None
-        self.reuse = False
+        self.reuse = False  # set by the decoder's pre-hook: this forward is the reference on the kept batch
         self.reused = 0  # reference forwards that started from kept states (for tests and the log)
+        layers = decoder.layers
         self.lora = next(m for m in layers[first_trained].modules() if hasattr(m, "disable_adapters"))
-        outer = self
+        self._hook = decoder.register_forward_pre_hook(self._on_decoder_forward, with_kwargs=True)
+        # (block, its forward, whether that forward was an instance attribute, e.g. accelerate's hooks)
+        self._plain = [(layer, layer.forward, "forward" in vars(layer)) for layer in layers[:first_trained]]
+        for index, (layer, plain, _) in enumerate(self._plain):
+            layer.forward = self._wrap(plain, last=index == first_trained - 1)
 
-        def top(_module, args, kwargs):  # a pre-hook on the decoder: policy or reference, same batch or not
-            ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
-            if ids is None and args:
-                ids = args[0]
-            if outer.lora.disable_adapters:
-                outer.reuse = (outer.kept is not None and ids is not None and outer.key is not None
-                               and same(outer.key[0], ids) and same(outer.key[1], mask))
-            else:
-                outer.reuse, outer.kept = False, None
-                outer.key = (ids, mask) if ids is not None else None
+    def _on_decoder_forward(self, _module, args, kwargs):
+        """Before each decoder forward: a policy forward (adapters on) records its batch; a reference forward
+        (adapters off) on the recorded batch reuses the kept states."""
+        ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
+        if ids is None and args:
+            ids = args[0]
+        if self.lora.disable_adapters:
+            self.reuse = (self.kept is not None and ids is not None and self.key is not None
+                          and same_tensor(self.key[0], ids) and same_tensor(self.key[1], mask))
+        else:
+            self.reuse, self.kept = False, None
+            self.key = (ids, mask) if ids is not None else None
 
-        def same(a, b):
-            if a is b:
-                return True
-            if a is None or b is None:
-                return a is None and b is None
-            return a.shape == b.shape and bool((a == b).all())
-
-        decoder = next(m for m in model.modules() if getattr(m, "layers", None) is layers)
-        self._hooks = [decoder.register_forward_pre_hook(top, with_kwargs=True)]
-        for index in range(first_trained):
-            layer = layers[index]
-            layer._rlhf_plain_forward = layer.forward
-            layer._rlhf_own_forward = "forward" in vars(layer)  # an instance forward (accelerate's hooks) to restore
-            layer.forward = self._wrap(layer, index == first_trained - 1)
-
-    def _wrap(self, layer, last: bool):
-        plain = layer._rlhf_plain_forward
-
+    def _wrap(self, plain, last: bool):
         def forward(hidden_states, *args, **kwargs):
             if self.reuse:
                 if not last:
@@ -411,32 +410,30 @@ class SharedFrozenPrefix:
     def install(cls, model) -> "SharedFrozenPrefix | None":
         """On a PEFT model whose LoRA starts above the bottom block and whose embeddings and lower blocks are
         frozen; None (nothing changed) for any other model."""
-        layers = decoder_layers(model)
-        if layers is None or not hasattr(model, "disable_adapter"):
+        decoder = decoder_module(model)
+        if decoder is None or not hasattr(model, "disable_adapter"):
             return None
         embeddings = model.get_input_embeddings()
         if embeddings is None or any(p.requires_grad for p in embeddings.parameters()):
             return None
+        layers = decoder.layers
         first = next((i for i, layer in enumerate(layers) if any(p.requires_grad for p in layer.parameters())), None)
         if not first or not any(hasattr(m, "disable_adapters") for m in layers[first].modules()):
             return None
-        return cls(model, first, layers)
+        return cls(decoder, first)
 
     def remove(self) -> None:
-        for hook in self._hooks:
-            hook.remove()
-        for index in range(self.first):
-            layer = self.layers[index]
-            if layer._rlhf_own_forward:
-                layer.forward = layer._rlhf_plain_forward
+        self._hook.remove()
+        for layer, plain, own in self._plain:
+            if own:
+                layer.forward = plain
             else:
                 del layer.forward
-            del layer._rlhf_plain_forward, layer._rlhf_own_forward
 
 
 def shared_prefix_callback():
     """A TrainerCallback that installs SharedFrozenPrefix when training begins and removes it when training
-    ends (the model leaves the trainer as it came); `.shared` is the installed instance, or None."""
+    ends (the model leaves the trainer as it came); `.shared` is the instance installed while training."""
     from transformers import TrainerCallback
 
     class SharedPrefix(TrainerCallback):
@@ -449,6 +446,7 @@ def shared_prefix_callback():
         def on_train_end(self, args, state, control, **kwargs):
             if self.shared is not None:
                 self.shared.remove()
+                self.shared = None  # a later train() (a resumed run) installs it again
 
     return SharedPrefix()
 

@@ -63,7 +63,7 @@ def test_reference_forward_starts_from_the_policys_frozen_blocks(tmp_path):
     policy's batch skips blocks 0-1 and gives exactly the logits of a full reference forward."""
     from peft import LoraConfig, get_peft_model
 
-    from rlhf.models import SharedFrozenPrefix, build_tiny_model, decoder_layers
+    from rlhf.models import SharedFrozenPrefix, build_tiny_model, decoder_module
 
     tiny4 = build_tiny_model(tmp_path / "tiny4", num_layers=4)
     torch.manual_seed(0)
@@ -77,7 +77,7 @@ def test_reference_forward_starts_from_the_policys_frozen_blocks(tmp_path):
         want = model(input_ids=ids, attention_mask=mask).logits
         want_other = model(input_ids=other, attention_mask=mask).logits
     runs = []  # which blocks' attention ran
-    for index, layer in enumerate(decoder_layers(model)):
+    for index, layer in enumerate(decoder_module(model).layers):
         layer.self_attn.register_forward_pre_hook(lambda *_, i=index: runs.append(i))
 
     shared = SharedFrozenPrefix.install(model)
@@ -98,7 +98,7 @@ def test_reference_forward_starts_from_the_policys_frozen_blocks(tmp_path):
     assert runs == [0, 1, 2, 3] * 2 and shared.reused == 1
     assert torch.equal(got_other, want_other) and torch.equal(again, want_other)
     shared.remove()
-    assert all("forward" not in vars(layer) for layer in decoder_layers(model))
+    assert all("forward" not in vars(layer) for layer in decoder_module(model).layers)
     # LoRA on every block, or no PEFT at all: nothing to share
     every = get_peft_model(load_causal_lm(tiny4), LoraConfig(r=4, target_modules=["q_proj"]))
     assert SharedFrozenPrefix.install(every) is None and SharedFrozenPrefix.install(load_causal_lm(tiny4)) is None
