@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 
 from flask import Blueprint, current_app, g, jsonify, request, send_file, url_for
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from labeler import accounts, assignment, importer, projects
 from labeler.audit import project_detail, record_event
 from labeler.db import get_db
 from labeler.errors import LabelerError
-from labeler.models import Annotation, Project, Task, User
+from labeler.models import Annotation, Project, Prompt, Response, Task, User
 from labeler.schemas import ExportIn, ProjectIn, TasksIn, parse, read_json_body
 from labeler.quality import project_quality
 
@@ -32,7 +32,7 @@ def authenticate():
     if scheme.lower() != "bearer" or not token.strip():
         raise LabelerError("authentication required: send 'Authorization: Bearer <token>' "
                            "(make a token with `labeler users token USERNAME`)", status=401, field="Authorization")
-    with get_db().read() as session:
+    with get_db().lookup() as session:  # one SELECT (user_for_token)
         user = accounts.user_for_token(session, token.strip())
     if user is None:
         raise LabelerError("invalid token, or its user is deactivated", status=401, field="Authorization")
@@ -66,12 +66,20 @@ def annotation_json(annotation: Annotation) -> dict:
     }
 
 
-def task_json(task: Task, lease, project: Project) -> dict:
-    by_id = {r.id: r for r in task.responses}
+# what a task shows, for task_json: its prompt and responses in one read of plain rows (lazy loads of
+# Task.prompt and Task.responses were two statements and ORM objects that nothing else reads)
+TASK_CONTENT = (select(Prompt.prompt, Response.id, Response.text, Response.model).select_from(Task)
+                .join(Prompt, Prompt.id == Task.prompt_id).outerjoin(Response, Response.task_id == Task.id)
+                .where(Task.id == bindparam("task_id")))
+
+
+def task_json(session, task: Task, lease, project: Project) -> dict:
+    rows = session.execute(TASK_CONTENT, {"task_id": task.id}).all()
+    by_id = {row.id: row for row in rows}
     return {
         "id": task.id,
         "project": project.name,
-        "prompt": task.prompt.prompt,
+        "prompt": rows[0].prompt,
         "responses": [{"id": rid, "text": by_id[rid].text, "model": by_id[rid].model} for rid in lease.display_order],
         "meta": task.meta,
         "criteria": list(project.criteria or []),
@@ -125,7 +133,7 @@ def next_task(name: str):
         counts = assignment.progress(session, project, user)
         if leased is None:
             return jsonify(task=None, **counts)
-        return jsonify(task=task_json(*leased, project), **counts)
+        return jsonify(task=task_json(session, *leased, project), **counts)
 
 
 @bp.post("/tasks/<int:task_id>/annotations")

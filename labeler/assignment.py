@@ -22,7 +22,7 @@ import hashlib
 import random
 from collections import Counter
 
-from sqlalchemy import bindparam, exists, func, select, update
+from sqlalchemy import String, bindparam, cast, exists, func, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from labeler.errors import LabelerError
@@ -43,9 +43,10 @@ def lease_seconds_for(project: Project) -> int:
     return min(project.lease_seconds, MAX_LEASE_SECONDS)
 
 
-def shuffled_order(task: Task, user: User) -> list[int]:
-    """The task's response ids in a per-annotator order: seeded by (task, user), so it is reproducible."""
-    ids = [r.id for r in task.responses]
+def shuffled_order(task: Task, user: User, ids: list[int] | None = None) -> list[int]:
+    """The task's response ids (`ids` in position order, else read from task.responses) in a per-annotator
+    order: seeded by (task, user), so it is reproducible."""
+    ids = list(ids) if ids is not None else [r.id for r in task.responses]
     seed = int.from_bytes(hashlib.sha256(f"{task.id}:{user.id}".encode()).digest()[:8], "big")
     random.Random(seed).shuffle(ids)
     return ids
@@ -96,20 +97,32 @@ HELD_LEASE = (select(Task, Assignment).join(Assignment, Assignment.task_id == Ta
               .where(Task.project_id == bindparam("project_id"), Assignment.user_id == bindparam("user_id"),
                      Assignment.status == "active", Assignment.expires_at > bindparam("now"), NOT_ANNOTATED)
               .order_by(Assignment.leased_at, Task.id).limit(1))
+# A task's response ids in one text column of the row that reads the task, so that no second statement loads
+# them: "position:id" pairs joined by commas (string_agg / group_concat; response_ids_of parses them). The
+# aggregate's own order is unspecified, hence the positions.
+RESPONSE_KEYS = (select(func.aggregate_strings(cast(Response.position, String) + literal_column("':'") + cast(Response.id, String), ","))
+                 .where(Response.task_id == Task.id).scalar_subquery())
+
+
+def response_ids_of(keys: str | None) -> list[int]:
+    """The response ids in RESPONSE_KEYS's text, in position order."""
+    pairs = sorted(tuple(map(int, key.split(":"))) for key in keys.split(",")) if keys else []
+    return [rid for _position, rid in pairs]
+
+
 # the least-taken open task the annotator has not done, read from ix_task_queue in order, with the
-# annotator's earlier (expired) lease on it if any
-NEXT_OPEN_TASK = (select(Task, Assignment)
+# annotator's earlier (expired) lease on it if any, and its response ids (for a first lease's display order)
+NEXT_OPEN_TASK = (select(Task, Assignment, RESPONSE_KEYS)
                   .outerjoin(Assignment, (Assignment.task_id == Task.id) & (Assignment.user_id == bindparam("user_id")))
                   .where(Task.project_id == bindparam("project_id"), Task.taken < bindparam("overlap"), NOT_ANNOTATED)
                   .order_by(Task.taken, Task.id).limit(1))
-# a submission's task, project, and the annotator's lease and annotation on it, in one read
-SUBMISSION_ROWS = (select(Task, Project, Assignment, Annotation).join(Project, Project.id == Task.project_id)
+# a submission's task, project, the annotator's lease and annotation on it, and the task's response ids, in one read
+SUBMISSION_ROWS = (select(Task, Project, Assignment, Annotation, RESPONSE_KEYS).join(Project, Project.id == Task.project_id)
                    .outerjoin(Assignment, (Assignment.task_id == Task.id) & (Assignment.user_id == bindparam("user_id")))
                    .outerjoin(Annotation, (Annotation.task_id == Task.id) & (Annotation.user_id == bindparam("user_id")))
                    .where(Task.id == bindparam("task_id")))
 LOCK_TASK_PROJECT = (select(Project.id).join(Task, Task.project_id == Project.id).where(Task.id == bindparam("task_id"))
                      .with_for_update(of=Project))
-RESPONSE_IDS = select(Response.id).where(Response.task_id == bindparam("task_id")).order_by(Response.position)
 
 
 def reclaim_expired(session: Session, project: Project, now: dt.datetime) -> int:
@@ -150,11 +163,12 @@ def next_task(session: Session, project: Project, user: User, now: dt.datetime |
     found = session.execute(NEXT_OPEN_TASK, {"project_id": project.id, "user_id": user.id, "overlap": project.overlap}).first()
     if found is None:
         return None
-    task, assignment = found
+    task, assignment, response_keys = found
     expires_at = now + lease
     new_slot = assignment is None or assignment.status != "active"  # a first lease, or an expired one taken up again
     if assignment is None:  # first visit: the display order is drawn once and kept for good
-        assignment = Assignment(task_id=task.id, user_id=user.id, display_order=shuffled_order(task, user))
+        order = shuffled_order(task, user, response_ids_of(response_keys))
+        assignment = Assignment(task_id=task.id, user_id=user.id, display_order=order)
         session.add(assignment)
     assignment.status, assignment.leased_at, assignment.expires_at = "active", now, expires_at
     if new_slot:
@@ -217,8 +231,8 @@ def submit_annotation(session: Session, task_id: int, user: User, payload: dict,
     rows = session.execute(SUBMISSION_ROWS, {"task_id": task_id, "user_id": user.id}).first()
     if rows is None:
         raise LabelerError(f"field 'task_id': task {task_id} does not exist", status=404, field="task_id")
-    task, project, assignment, annotation = rows
-    values = validate_payload(payload, task, project, list(session.scalars(RESPONSE_IDS, {"task_id": task.id})))
+    task, project, assignment, annotation, response_keys = rows
+    values = validate_payload(payload, task, project, response_ids_of(response_keys))
     version = values.pop("version")
     if annotation is not None:
         if all(getattr(annotation, key) == value for key, value in values.items()):

@@ -51,8 +51,10 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn):
-            immediate = conn.get_execution_options().get("sqlite_immediate", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            options = conn.get_execution_options()
+            if options.get("sqlite_single_statement", False):
+                return  # Database.lookup: one SELECT, its own snapshot in autocommit mode; a BEGIN adds nothing
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("sqlite_immediate", False) else "BEGIN")
 
     return engine
 
@@ -158,6 +160,7 @@ class Database:
             self._write_lock = nullcontext()
         self._reader = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._writer = sessionmaker(bind=self.engine.execution_options(sqlite_immediate=True), expire_on_commit=False)
+        self._lookup = sessionmaker(bind=self.engine.execution_options(sqlite_single_statement=True), expire_on_commit=False)
 
     def create_all(self) -> None:
         from labeler import models  # noqa: F401 - registers the tables
@@ -167,6 +170,15 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Session]:
         with self._reader() as session:
+            yield session
+
+    @contextmanager
+    def lookup(self) -> Iterator[Session]:
+        """A read of ONE statement (the API's token lookup on every request). On SQLite it runs without a
+        BEGIN: a single SELECT is consistent on its own, and BEGIN is a round trip of its own. A session
+        that runs several statements must use `read()`, whose statements share one snapshot. Elsewhere
+        (PostgreSQL) it is `read()`."""
+        with self._lookup() as session:
             yield session
 
     @contextmanager
