@@ -120,28 +120,15 @@ def revoke_token(session: Session, user: User, token_id: int) -> ApiToken:
     return row
 
 
-# built once: every API request runs it (labeler.api.authenticate)
-USER_FOR_TOKEN = (select(User).join(ApiToken, ApiToken.user_id == User.id)
+# built once: every API request runs it (labeler.api.authenticate). What a request needs of its caller (id,
+# username, role) as a plain row: no User object, no identity map (scripts/profile_labeler.py, docs/scaling.md).
+USER_FOR_TOKEN = (select(User.id, User.username, User.role).join(ApiToken, ApiToken.user_id == User.id)
                   .where(ApiToken.token_hash == bindparam("token_hash"), User.active.is_(True)))
 
 
-# What an API request needs of its caller (id and role, and the name for messages), as a plain row: no User
-# object, no identity map, on every request (scripts/profile_labeler.py, docs/scaling.md).
-IDENTITY_FOR_TOKEN = (select(User.id, User.username, User.role).join(ApiToken, ApiToken.user_id == User.id)
-                      .where(ApiToken.token_hash == bindparam("token_hash"), User.active.is_(True)))
-
-
-def identity_for_token(session: Session, token: str):
-    """(id, username, role) of the active user whose token this is, or None; read on every request like
-    user_for_token, so a revoked token or a deactivated user is refused at the next request."""
+def user_for_token(session: Session, token: str):
+    """(id, username, role) of the active user whose token this is, or None. Looked up on every request, not
+    cached: a revoked token or a deactivated user is refused at the next request."""
     if not token:
         return None
-    return session.connection().execute(IDENTITY_FOR_TOKEN, {"token_hash": hash_token(token)}).first()
-
-
-def user_for_token(session: Session, token: str) -> User | None:
-    """The active user whose token this is, or None. Looked up on every request, not cached: a revoked
-    token or a deactivated user is refused at the next request."""
-    if not token:
-        return None
-    return session.scalar(USER_FOR_TOKEN, {"token_hash": hash_token(token)})
+    return session.connection().execute(USER_FOR_TOKEN, {"token_hash": hash_token(token)}).first()

@@ -33,7 +33,7 @@ def authenticate():
         raise LabelerError("authentication required: send 'Authorization: Bearer <token>' "
                            "(make a token with `labeler users token USERNAME`)", status=401, field="Authorization")
     with get_db().lookup() as session:  # one SELECT: the caller's id, username and role as a plain row
-        user = accounts.identity_for_token(session, token.strip())
+        user = accounts.user_for_token(session, token.strip())
     if user is None:
         raise LabelerError("invalid token, or its user is deactivated", status=401, field="Authorization")
     g.api_user = user

@@ -43,10 +43,10 @@ def lease_seconds_for(project: Project) -> int:
     return min(project.lease_seconds, MAX_LEASE_SECONDS)
 
 
-def shuffled_order(task: Task, user: User, ids: list[int] | None = None) -> list[int]:
-    """The task's response ids (`ids` in position order, else read from task.responses) in a per-annotator
-    order: seeded by (task, user), so it is reproducible."""
-    ids = list(ids) if ids is not None else [r.id for r in task.responses]
+def shuffled_order(task: Task, user: User, ids: list[int]) -> list[int]:
+    """The task's response ids (`ids`, in position order) in a per-annotator order: seeded by (task, user),
+    so it is reproducible."""
+    ids = list(ids)
     seed = int.from_bytes(hashlib.sha256(f"{task.id}:{user.id}".encode()).digest()[:8], "big")
     random.Random(seed).shuffle(ids)
     return ids
