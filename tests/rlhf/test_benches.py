@@ -77,3 +77,31 @@ def test_bench_eval_on_the_tiny_model(tiny_model):
     assert figures["seconds_per_policy"] == pytest.approx(figures["seconds"] / 2, abs=0.1)
     assert figures["same_text"] == "4/4"
     assert figures["max_reward_diff_same_text"] < 1e-4
+
+
+def test_measure_generate_options_help_and_bad_skip():
+    script = str(ROOT / "scripts" / "measure_generate_options.py")
+    proc = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "static" in proc.stdout and "torch.compile" in proc.stdout and "--sort-prompts" in proc.stdout
+    proc = subprocess.run([sys.executable, script, "--skip", "static,warp"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and "--skip: unknown side(s) ['warp']" in proc.stderr
+
+
+@pytest.mark.slow
+def test_measure_generate_options_on_the_tiny_model(tiny_model):
+    # compilation takes minutes even on the tiny model: left out here, run by hand (docs/performance.md)
+    lines, figures = run_bench("measure_generate_options.py", "--model", tiny_model, "--prompts", "2", "--k", "2",
+                               "--new-tokens", "4", "--batch-size", "2", "--sort-prompts", "5", "--repeats", "1",
+                               "--skip", "compile")
+    assert set(figures["seconds"]) == {"dynamic", "static"} and figures["first_call_seconds"] == {}
+    assert figures["speedup"]["static"] == pytest.approx(figures["seconds"]["dynamic"] / figures["seconds"]["static"],
+                                                         rel=0.05)
+    same, total = figures["greedy_identical"]["static"].split("/")
+    assert total == "2" and 0 <= int(same) <= 2
+    sorting = figures["sorting"]
+    assert sorting["prompts"] == 5
+    # batches of 2 over 5 prompts: sorted by length never pads more than the input order
+    assert sorting["prompt_tokens"] <= sorting["prompt_tokens_padded"]["sorted"] <= sorting["prompt_tokens_padded"]["in_order"]
+    assert any(line.startswith("5 prompts in batches of 2") for line in lines)
