@@ -21,8 +21,9 @@ import datetime as dt
 import hashlib
 import random
 from collections import Counter
+from typing import NamedTuple
 
-from sqlalchemy import String, bindparam, cast, exists, func, literal_column, select, update
+from sqlalchemy import String, bindparam, cast, exists, func, insert, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from labeler.errors import LabelerError
@@ -88,20 +89,25 @@ def recount_open_tasks(session: Session, project: Project) -> int:
 
 # The statements of next_task and submit_annotation, built once with their values as parameters: building
 # a statement and its cache key anew on every request cost more Python than running it (the profile in
-# docs/scaling.md). The ORM still loads the rows into objects of the request's session.
+# docs/scaling.md). next_task's are Core statements on the tables, read as plain rows and written without the
+# unit of work: loading Task and Assignment objects and flushing them was most of its Python (profile_labeler).
 EXPIRED_LEASES = (select(Assignment.id, Assignment.task_id).join(Task, Task.id == Assignment.task_id)
                   .where(Assignment.status == "active", Assignment.expires_at <= bindparam("now"),
                          Task.project_id == bindparam("project_id")))
-NOT_ANNOTATED = ~exists().where(Annotation.task_id == Task.id, Annotation.user_id == bindparam("user_id"))
-HELD_LEASE = (select(Task, Assignment).join(Assignment, Assignment.task_id == Task.id)
-              .where(Task.project_id == bindparam("project_id"), Assignment.user_id == bindparam("user_id"),
-                     Assignment.status == "active", Assignment.expires_at > bindparam("now"), NOT_ANNOTATED)
-              .order_by(Assignment.leased_at, Task.id).limit(1))
+_assignment, _annotation, _response = Assignment.__table__, Annotation.__table__, Response.__table__
+NOT_ANNOTATED = ~exists().where(_annotation.c.task_id == _task.c.id, _annotation.c.user_id == bindparam("user_id"))
+# the lease the annotator holds in the project (renewed when they ask again), with its task's id and meta
+HELD_LEASE = (select(_task.c.id, _task.c.meta, _assignment.c.id.label("lease_id"), _assignment.c.display_order)
+              .join(_assignment, _assignment.c.task_id == _task.c.id)
+              .where(_task.c.project_id == bindparam("project_id"), _assignment.c.user_id == bindparam("user_id"),
+                     _assignment.c.status == "active", _assignment.c.expires_at > bindparam("now"), NOT_ANNOTATED)
+              .order_by(_assignment.c.leased_at, _task.c.id).limit(1))
 # A task's response ids in one text column of the row that reads the task, so that no second statement loads
 # them: "position:id" pairs joined by commas (string_agg / group_concat; response_ids_of parses them). The
 # aggregate's own order is unspecified, hence the positions.
-RESPONSE_KEYS = (select(func.aggregate_strings(cast(Response.position, String) + literal_column("':'") + cast(Response.id, String), ","))
-                 .where(Response.task_id == Task.id).scalar_subquery())
+RESPONSE_KEYS = (select(func.aggregate_strings(cast(_response.c.position, String) + literal_column("':'")
+                                               + cast(_response.c.id, String), ","))
+                 .where(_response.c.task_id == _task.c.id).scalar_subquery().label("response_keys"))
 
 
 def response_ids_of(keys: str | None) -> list[int]:
@@ -112,10 +118,16 @@ def response_ids_of(keys: str | None) -> list[int]:
 
 # the least-taken open task the annotator has not done, read from ix_task_queue in order, with the
 # annotator's earlier (expired) lease on it if any, and its response ids (for a first lease's display order)
-NEXT_OPEN_TASK = (select(Task, Assignment, RESPONSE_KEYS)
-                  .outerjoin(Assignment, (Assignment.task_id == Task.id) & (Assignment.user_id == bindparam("user_id")))
-                  .where(Task.project_id == bindparam("project_id"), Task.taken < bindparam("overlap"), NOT_ANNOTATED)
-                  .order_by(Task.taken, Task.id).limit(1))
+NEXT_OPEN_TASK = (select(_task.c.id, _task.c.meta, _assignment.c.id.label("lease_id"), _assignment.c.status,
+                         _assignment.c.display_order, RESPONSE_KEYS)
+                  .select_from(_task.outerjoin(_assignment, (_assignment.c.task_id == _task.c.id)
+                                               & (_assignment.c.user_id == bindparam("user_id"))))
+                  .where(_task.c.project_id == bindparam("project_id"), _task.c.taken < bindparam("overlap"), NOT_ANNOTATED)
+                  .order_by(_task.c.taken, _task.c.id).limit(1))
+NEW_LEASE = insert(_assignment)  # a first lease; nothing reads its id
+RENEW_LEASE = update(_assignment).where(_assignment.c.id == bindparam("lease_id")).values(expires_at=bindparam("expires"))
+RETAKE_LEASE = (update(_assignment).where(_assignment.c.id == bindparam("lease_id"))
+                .values(status="active", leased_at=bindparam("now"), expires_at=bindparam("expires")))
 # a submission's task, project, the annotator's lease and annotation on it, and the task's response ids, in one read
 SUBMISSION_ROWS = (select(Task, Project, Assignment, Annotation, RESPONSE_KEYS).join(Project, Project.id == Task.project_id)
                    .outerjoin(Assignment, (Assignment.task_id == Task.id) & (Assignment.user_id == bindparam("user_id")))
@@ -148,33 +160,42 @@ def task_load(now: dt.datetime, exclude_user_id: int | None = None):
     return done + leased
 
 
+class LeasedTask(NamedTuple):
+    """next_task's task: its id and meta (what api.task_json shows besides its prompt and responses)."""
+    id: int
+    meta: dict
+
+
+class Lease(NamedTuple):
+    """next_task's lease: the task's response ids in this annotator's order, and when the lease ends."""
+    display_order: list
+    expires_at: dt.datetime
+
+
 def next_task(session: Session, project: Project, user: User, now: dt.datetime | None = None,
-              lease_seconds: int | None = None) -> tuple[Task, Assignment] | None:
+              lease_seconds: int | None = None) -> tuple[LeasedTask, Lease] | None:
     """The task this annotator should label now, leased to them; None when nothing is left for them."""
     now = now or utcnow()
     lock_project(session, project.id)
     reclaim_expired(session, project, now)
+    expires = now + dt.timedelta(seconds=lease_seconds or lease_seconds_for(project))
     held = session.execute(HELD_LEASE, {"project_id": project.id, "user_id": user.id, "now": now}).first()
-    lease = dt.timedelta(seconds=lease_seconds or lease_seconds_for(project))
     if held is not None:  # asking again renews the lease the annotator holds (README, OpenAPI)
-        held.Assignment.expires_at = now + lease
-        session.flush()
-        return held.Task, held.Assignment
+        session.execute(RENEW_LEASE, {"lease_id": held.lease_id, "expires": expires})
+        return LeasedTask(held.id, held.meta), Lease(held.display_order, expires)
     found = session.execute(NEXT_OPEN_TASK, {"project_id": project.id, "user_id": user.id, "overlap": project.overlap}).first()
     if found is None:
         return None
-    task, assignment, response_keys = found
-    expires_at = now + lease
-    new_slot = assignment is None or assignment.status != "active"  # a first lease, or an expired one taken up again
-    if assignment is None:  # first visit: the display order is drawn once and kept for good
-        order = shuffled_order(task, user, response_ids_of(response_keys))
-        assignment = Assignment(task_id=task.id, user_id=user.id, display_order=order)
-        session.add(assignment)
-    assignment.status, assignment.leased_at, assignment.expires_at = "active", now, expires_at
-    if new_slot:
-        change_taken(session, project, task.id, +1)
-    session.flush()
-    return task, assignment
+    if found.lease_id is None:  # first visit: the display order is drawn once and kept for good
+        order = shuffled_order(found, user, response_ids_of(found.response_keys))
+        session.execute(NEW_LEASE, {"task_id": found.id, "user_id": user.id, "status": "active", "display_order": order,
+                                    "leased_at": now, "expires_at": expires})
+    else:  # the annotator's earlier lease on the task, taken up again
+        order = found.display_order
+        session.execute(RETAKE_LEASE, {"lease_id": found.lease_id, "now": now, "expires": expires})
+    if found.status != "active":  # a first lease (no status), or an expired one taken up again: a new slot
+        change_taken(session, project, found.id, +1)
+    return LeasedTask(found.id, found.meta), Lease(order, expires)
 
 
 def validate_payload(payload, task: Task, project: Project, response_ids: list[int] | None = None) -> dict:
