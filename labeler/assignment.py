@@ -91,10 +91,10 @@ def recount_open_tasks(session: Session, project: Project) -> int:
 # a statement and its cache key anew on every request cost more Python than running it (the profile in
 # docs/scaling.md). next_task's are Core statements on the tables, read as plain rows and written without the
 # unit of work: loading Task and Assignment objects and flushing them was most of its Python (profile_labeler).
-EXPIRED_LEASES = (select(Assignment.id, Assignment.task_id).join(Task, Task.id == Assignment.task_id)
-                  .where(Assignment.status == "active", Assignment.expires_at <= bindparam("now"),
-                         Task.project_id == bindparam("project_id")))
 _assignment, _annotation, _response = Assignment.__table__, Annotation.__table__, Response.__table__
+EXPIRED_LEASES = (select(_assignment.c.id, _assignment.c.task_id).join(_task, _task.c.id == _assignment.c.task_id)
+                  .where(_assignment.c.status == "active", _assignment.c.expires_at <= bindparam("now"),
+                         _task.c.project_id == bindparam("project_id")))
 NOT_ANNOTATED = ~exists().where(_annotation.c.task_id == _task.c.id, _annotation.c.user_id == bindparam("user_id"))
 # the lease the annotator holds in the project (renewed when they ask again), with its task's id and meta
 HELD_LEASE = (select(_task.c.id, _task.c.meta, _assignment.c.id.label("lease_id"), _assignment.c.display_order)
