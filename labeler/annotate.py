@@ -96,8 +96,8 @@ def next_task(name):
         found = assignment.next_task(s, project, user)
         if found is None:
             return render_template("done.html", project=project, progress=assignment.progress(s, project, user))
-        task, lease = found
-        view = build_task_view(project, task, lease.display_order)
+        leased, lease = found  # plain rows: the page renders the task's prompt and responses from its object
+        view = build_task_view(project, s.get(Task, leased.id), lease.display_order)
         previous = assignment.previous_annotations(s, project, user, 1)
         return render_task_page(s, project, user, view, previous[0].id if previous else None)
 

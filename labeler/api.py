@@ -48,7 +48,7 @@ def iso(value) -> str | None:
     return value.isoformat() + "Z" if value is not None else None
 
 
-def annotation_json(annotation: Annotation) -> dict:
+def annotation_json(annotation: Annotation | assignment.StoredAnnotation) -> dict:  # an object, or submit_annotation's row
     return {
         "id": annotation.id,
         "task_id": annotation.task_id,

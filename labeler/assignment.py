@@ -21,8 +21,9 @@ import datetime as dt
 import hashlib
 import random
 from collections import Counter
+from typing import NamedTuple
 
-from sqlalchemy import String, bindparam, cast, exists, func, literal_column, select, update
+from sqlalchemy import String, bindparam, cast, exists, func, insert, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from labeler.errors import LabelerError
@@ -88,20 +89,25 @@ def recount_open_tasks(session: Session, project: Project) -> int:
 
 # The statements of next_task and submit_annotation, built once with their values as parameters: building
 # a statement and its cache key anew on every request cost more Python than running it (the profile in
-# docs/scaling.md). The ORM still loads the rows into objects of the request's session.
-EXPIRED_LEASES = (select(Assignment.id, Assignment.task_id).join(Task, Task.id == Assignment.task_id)
-                  .where(Assignment.status == "active", Assignment.expires_at <= bindparam("now"),
-                         Task.project_id == bindparam("project_id")))
-NOT_ANNOTATED = ~exists().where(Annotation.task_id == Task.id, Annotation.user_id == bindparam("user_id"))
-HELD_LEASE = (select(Task, Assignment).join(Assignment, Assignment.task_id == Task.id)
-              .where(Task.project_id == bindparam("project_id"), Assignment.user_id == bindparam("user_id"),
-                     Assignment.status == "active", Assignment.expires_at > bindparam("now"), NOT_ANNOTATED)
-              .order_by(Assignment.leased_at, Task.id).limit(1))
+# docs/scaling.md). next_task's are Core statements on the tables, read as plain rows and written without the
+# unit of work: loading Task and Assignment objects and flushing them was most of its Python (profile_labeler).
+_assignment, _annotation, _response = Assignment.__table__, Annotation.__table__, Response.__table__
+EXPIRED_LEASES = (select(_assignment.c.id, _assignment.c.task_id).join(_task, _task.c.id == _assignment.c.task_id)
+                  .where(_assignment.c.status == "active", _assignment.c.expires_at <= bindparam("now"),
+                         _task.c.project_id == bindparam("project_id")))
+NOT_ANNOTATED = ~exists().where(_annotation.c.task_id == _task.c.id, _annotation.c.user_id == bindparam("user_id"))
+# the lease the annotator holds in the project (renewed when they ask again), with its task's id and meta
+HELD_LEASE = (select(_task.c.id, _task.c.meta, _assignment.c.id.label("lease_id"), _assignment.c.display_order)
+              .join(_assignment, _assignment.c.task_id == _task.c.id)
+              .where(_task.c.project_id == bindparam("project_id"), _assignment.c.user_id == bindparam("user_id"),
+                     _assignment.c.status == "active", _assignment.c.expires_at > bindparam("now"), NOT_ANNOTATED)
+              .order_by(_assignment.c.leased_at, _task.c.id).limit(1))
 # A task's response ids in one text column of the row that reads the task, so that no second statement loads
 # them: "position:id" pairs joined by commas (string_agg / group_concat; response_ids_of parses them). The
 # aggregate's own order is unspecified, hence the positions.
-RESPONSE_KEYS = (select(func.aggregate_strings(cast(Response.position, String) + literal_column("':'") + cast(Response.id, String), ","))
-                 .where(Response.task_id == Task.id).scalar_subquery())
+RESPONSE_KEYS = (select(func.aggregate_strings(cast(_response.c.position, String) + literal_column("':'")
+                                               + cast(_response.c.id, String), ","))
+                 .where(_response.c.task_id == _task.c.id).scalar_subquery().label("response_keys"))
 
 
 def response_ids_of(keys: str | None) -> list[int]:
@@ -112,15 +118,63 @@ def response_ids_of(keys: str | None) -> list[int]:
 
 # the least-taken open task the annotator has not done, read from ix_task_queue in order, with the
 # annotator's earlier (expired) lease on it if any, and its response ids (for a first lease's display order)
-NEXT_OPEN_TASK = (select(Task, Assignment, RESPONSE_KEYS)
-                  .outerjoin(Assignment, (Assignment.task_id == Task.id) & (Assignment.user_id == bindparam("user_id")))
-                  .where(Task.project_id == bindparam("project_id"), Task.taken < bindparam("overlap"), NOT_ANNOTATED)
-                  .order_by(Task.taken, Task.id).limit(1))
-# a submission's task, project, the annotator's lease and annotation on it, and the task's response ids, in one read
-SUBMISSION_ROWS = (select(Task, Project, Assignment, Annotation, RESPONSE_KEYS).join(Project, Project.id == Task.project_id)
-                   .outerjoin(Assignment, (Assignment.task_id == Task.id) & (Assignment.user_id == bindparam("user_id")))
-                   .outerjoin(Annotation, (Annotation.task_id == Task.id) & (Annotation.user_id == bindparam("user_id")))
-                   .where(Task.id == bindparam("task_id")))
+NEXT_OPEN_TASK = (select(_task.c.id, _task.c.meta, _assignment.c.id.label("lease_id"), _assignment.c.status,
+                         _assignment.c.display_order, RESPONSE_KEYS)
+                  .select_from(_task.outerjoin(_assignment, (_assignment.c.task_id == _task.c.id)
+                                               & (_assignment.c.user_id == bindparam("user_id"))))
+                  .where(_task.c.project_id == bindparam("project_id"), _task.c.taken < bindparam("overlap"), NOT_ANNOTATED)
+                  .order_by(_task.c.taken, _task.c.id).limit(1))
+NEW_LEASE = insert(_assignment)  # a first lease; nothing reads its id
+RENEW_LEASE = update(_assignment).where(_assignment.c.id == bindparam("lease_id")).values(expires_at=bindparam("expires"))
+RETAKE_LEASE = (update(_assignment).where(_assignment.c.id == bindparam("lease_id"))
+                .values(status="active", leased_at=bindparam("now"), expires_at=bindparam("expires")))
+
+
+class StoredAnnotation(NamedTuple):
+    """An annotation as submit_annotation read or wrote it: Annotation's columns as a plain row (api.annotation_json)."""
+    id: int
+    task_id: int
+    user_id: int
+    version: int
+    ranking: dict
+    all_bad: bool
+    scores: dict
+    rationale: str
+    edited_response: str | None
+    display_order: list
+    seconds_spent: float
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class SubmissionProject(NamedTuple):
+    """What a submission reads of its task's project (validate_payload, change_taken)."""
+    id: int
+    name: str
+    overlap: int
+    criteria: list
+    allow_edit: bool
+
+
+# A submission's annotation of the annotator (StoredAnnotation's columns first, all None when there is none),
+# their lease on the task, the task's project, and the task's response ids, in one read of plain rows; a row
+# only when the task exists. Like next_task's, these are Core statements: loading four objects and flushing
+# the changed ones was most of a submission's Python (profile_labeler).
+SUBMISSION_ROWS = (select(*(_annotation.c[name] for name in StoredAnnotation._fields),
+                          _assignment.c.id.label("lease_id"), _assignment.c.status.label("lease_status"),
+                          _assignment.c.expires_at.label("lease_expires_at"), _assignment.c.display_order.label("lease_order"),
+                          *(_project.c[name].label(f"project_{name}") for name in SubmissionProject._fields), RESPONSE_KEYS)
+                   .select_from(_task.join(_project, _project.c.id == _task.c.project_id)
+                                .outerjoin(_assignment, (_assignment.c.task_id == _task.c.id) & (_assignment.c.user_id == bindparam("user_id")))
+                                .outerjoin(_annotation, (_annotation.c.task_id == _task.c.id) & (_annotation.c.user_id == bindparam("user_id"))))
+                   .where(_task.c.id == bindparam("task_id")))
+SUBMISSION_ANNOTATION = slice(0, len(StoredAnnotation._fields))  # where each part sits in the row
+SUBMISSION_PROJECT = slice(SUBMISSION_ANNOTATION.stop + 4, SUBMISSION_ANNOTATION.stop + 4 + len(SubmissionProject._fields))
+NEW_ANNOTATION = insert(_annotation).returning(_annotation.c.id)
+# a change: the new values (parameters named as the columns) and version + 1; submit_annotation holds the lock
+CHANGE_ANNOTATION = (update(_annotation).where(_annotation.c.id == bindparam("annotation_id"))
+                     .values(version=_annotation.c.version + 1))
+FINISH_LEASE = update(_assignment).where(_assignment.c.id == bindparam("lease_id")).values(status="done")
 LOCK_TASK_PROJECT = (select(Project.id).join(Task, Task.project_id == Project.id).where(Task.id == bindparam("task_id"))
                      .with_for_update(of=Project))
 
@@ -148,45 +202,53 @@ def task_load(now: dt.datetime, exclude_user_id: int | None = None):
     return done + leased
 
 
+class LeasedTask(NamedTuple):
+    """next_task's task: its id and meta (what api.task_json shows besides its prompt and responses)."""
+    id: int
+    meta: dict
+
+
+class Lease(NamedTuple):
+    """next_task's lease: the task's response ids in this annotator's order, and when the lease ends."""
+    display_order: list
+    expires_at: dt.datetime
+
+
 def next_task(session: Session, project: Project, user: User, now: dt.datetime | None = None,
-              lease_seconds: int | None = None) -> tuple[Task, Assignment] | None:
+              lease_seconds: int | None = None) -> tuple[LeasedTask, Lease] | None:
     """The task this annotator should label now, leased to them; None when nothing is left for them."""
     now = now or utcnow()
     lock_project(session, project.id)
     reclaim_expired(session, project, now)
+    expires = now + dt.timedelta(seconds=lease_seconds or lease_seconds_for(project))
     held = session.execute(HELD_LEASE, {"project_id": project.id, "user_id": user.id, "now": now}).first()
-    lease = dt.timedelta(seconds=lease_seconds or lease_seconds_for(project))
     if held is not None:  # asking again renews the lease the annotator holds (README, OpenAPI)
-        held.Assignment.expires_at = now + lease
-        session.flush()
-        return held.Task, held.Assignment
+        session.execute(RENEW_LEASE, {"lease_id": held.lease_id, "expires": expires})
+        return LeasedTask(held.id, held.meta), Lease(held.display_order, expires)
     found = session.execute(NEXT_OPEN_TASK, {"project_id": project.id, "user_id": user.id, "overlap": project.overlap}).first()
     if found is None:
         return None
-    task, assignment, response_keys = found
-    expires_at = now + lease
-    new_slot = assignment is None or assignment.status != "active"  # a first lease, or an expired one taken up again
-    if assignment is None:  # first visit: the display order is drawn once and kept for good
-        order = shuffled_order(task, user, response_ids_of(response_keys))
-        assignment = Assignment(task_id=task.id, user_id=user.id, display_order=order)
-        session.add(assignment)
-    assignment.status, assignment.leased_at, assignment.expires_at = "active", now, expires_at
-    if new_slot:
-        change_taken(session, project, task.id, +1)
-    session.flush()
-    return task, assignment
+    if found.lease_id is None:  # first visit: the display order is drawn once and kept for good
+        order = shuffled_order(found, user, response_ids_of(found.response_keys))
+        session.execute(NEW_LEASE, {"task_id": found.id, "user_id": user.id, "status": "active", "display_order": order,
+                                    "leased_at": now, "expires_at": expires})
+    else:  # the annotator's earlier lease on the task, taken up again
+        order = found.display_order
+        session.execute(RETAKE_LEASE, {"lease_id": found.lease_id, "now": now, "expires": expires})
+    if found.status != "active":  # a first lease (no status), or an expired one taken up again: a new slot
+        change_taken(session, project, found.id, +1)
+    return LeasedTask(found.id, found.meta), Lease(order, expires)
 
 
-def validate_payload(payload, task: Task, project: Project, response_ids: list[int] | None = None) -> dict:
-    """An annotation payload (labeler.schemas.AnnotationIn), checked against the task's responses (their ids,
-    read from task.responses unless given) and the project's criteria. Returns the values to store plus
-    "version" (None when the client sent none)."""
+def validate_payload(payload, task_id: int, project: Project | SubmissionProject, response_ids: list[int]) -> dict:
+    """An annotation payload (labeler.schemas.AnnotationIn), checked against the task's responses (their ids)
+    and the project's criteria. Returns the values to store plus "version" (None when the client sent none)."""
 
     def fail(field: str, message: str):
         raise LabelerError(f"field '{field}': {message}", status=422, field=field)
 
     values = parse(AnnotationIn, payload).model_dump()
-    ids = {str(rid) for rid in (response_ids if response_ids is not None else [r.id for r in task.responses])}
+    ids = {str(rid) for rid in response_ids}
     n = len(ids)
     ranking = values["ranking"]
     if ranking is None:
@@ -195,7 +257,7 @@ def validate_payload(payload, task: Task, project: Project, response_ids: list[i
         ranking = {rid: 1 for rid in ids}  # "all bad" without an order: every response tied
     missing, extra = sorted(ids - set(ranking)), sorted(set(ranking) - ids)
     if extra:
-        fail(f"ranking.{extra[0]}", f"response {extra[0]} is not part of task {task.id} (its responses: {sorted(ids, key=int)})")
+        fail(f"ranking.{extra[0]}", f"response {extra[0]} is not part of task {task_id} (its responses: {sorted(ids, key=int)})")
     if missing:
         fail("ranking", f"every response must be ranked exactly once; missing {missing}")
     for rid, rank in ranking.items():
@@ -206,7 +268,7 @@ def validate_payload(payload, task: Task, project: Project, response_ids: list[i
             fail(f"scores.{criterion}", f"not a criterion of project '{project.name}' (criteria: {project.criteria})")
         for rid in per_response:
             if rid not in ids:
-                fail(f"scores.{criterion}.{rid}", f"response {rid} is not part of task {task.id}")
+                fail(f"scores.{criterion}.{rid}", f"response {rid} is not part of task {task_id}")
     edited = values["edited_response"]
     edited = edited if edited and edited.strip() else None
     if edited is not None and not project.allow_edit:
@@ -215,7 +277,7 @@ def validate_payload(payload, task: Task, project: Project, response_ids: list[i
 
 
 def submit_annotation(session: Session, task_id: int, user: User, payload: dict,
-                      now: dt.datetime | None = None) -> tuple[Annotation, bool]:
+                      now: dt.datetime | None = None) -> tuple[StoredAnnotation, bool]:
     """Store this annotator's label for a task; returns (annotation, created).
 
     A first submission needs the annotator's lease: if it expired and others have since filled the
@@ -228,51 +290,47 @@ def submit_annotation(session: Session, task_id: int, user: User, payload: dict,
     now = now or utcnow()
     if session.get_bind().dialect.name != "sqlite":  # lock_project, before the reads below (see lock_project)
         session.execute(LOCK_TASK_PROJECT, {"task_id": task_id})
-    rows = session.execute(SUBMISSION_ROWS, {"task_id": task_id, "user_id": user.id}).first()
-    if rows is None:
+    row = session.execute(SUBMISSION_ROWS, {"task_id": task_id, "user_id": user.id}).first()
+    if row is None:
         raise LabelerError(f"field 'task_id': task {task_id} does not exist", status=404, field="task_id")
-    task, project, assignment, annotation, response_keys = rows
-    values = validate_payload(payload, task, project, response_ids_of(response_keys))
+    annotation = StoredAnnotation(*row[SUBMISSION_ANNOTATION]) if row.id is not None else None
+    project = SubmissionProject(*row[SUBMISSION_PROJECT])
+    values = validate_payload(payload, task_id, project, response_ids_of(row.response_keys))
     version = values.pop("version")
     if annotation is not None:
         if all(getattr(annotation, key) == value for key, value in values.items()):
             return annotation, False  # a retry of what is stored: nothing to write
         if version is None:
-            raise LabelerError(f"task {task.id} already has your annotation {annotation.id} (version {annotation.version}); "
+            raise LabelerError(f"task {task_id} already has your annotation {annotation.id} (version {annotation.version}); "
                                f"to change it, send \"version\": {annotation.version}", status=409, field="version")
         if version != annotation.version:
             raise LabelerError(f"annotation {annotation.id} is at version {annotation.version}, not {version}: it changed "
                                "since you read it; read it again before changing it", status=409, field="version")
-        for key, value in values.items():
-            setattr(annotation, key, value)
-        annotation.version += 1
-        annotation.updated_at = now
-        if assignment is not None:
-            if assignment.status == "active":  # a lease beside the annotation would count twice
-                change_taken(session, project, task.id, -1)
-            assignment.status = "done"
-        session.flush()
-        return annotation, False
+        session.execute(CHANGE_ANNOTATION, {"annotation_id": annotation.id, **values, "updated_at": now})
+        if row.lease_id is not None and row.lease_status != "done":
+            if row.lease_status == "active":  # a lease beside the annotation would count twice
+                change_taken(session, project, task_id, -1)
+            session.execute(FINISH_LEASE, {"lease_id": row.lease_id})
+        return annotation._replace(**values, version=annotation.version + 1, updated_at=now), False
     if version is not None:
-        raise LabelerError(f"task {task.id} has no annotation of yours to update (you sent version {version}); "
+        raise LabelerError(f"task {task_id} has no annotation of yours to update (you sent version {version}); "
                            "leave version out to make one", status=409, field="version")
-    if assignment is None:
-        raise LabelerError(f"task {task.id} is not assigned to you: fetch it with GET /api/v1/projects/{project.name}/next",
+    if row.lease_id is None:
+        raise LabelerError(f"task {task_id} is not assigned to you: fetch it with GET /api/v1/projects/{project.name}/next",
                            status=409, field="task_id")
-    lease_alive = assignment.status == "active" and assignment.expires_at > now
+    lease_alive = row.lease_status == "active" and row.lease_expires_at > now
     if not lease_alive:
-        others = session.scalar(select(task_load(now, exclude_user_id=user.id)).where(Task.id == task.id))
+        others = session.scalar(select(task_load(now, exclude_user_id=user.id)).where(Task.id == task_id))
         if others >= project.overlap:
-            raise LabelerError(f"your lease on task {task.id} expired and other annotators have completed it; "
+            raise LabelerError(f"your lease on task {task_id} expired and other annotators have completed it; "
                                "fetch the next task", status=409, field="task_id")
-    annotation = Annotation(task_id=task.id, user_id=user.id, display_order=list(assignment.display_order),
-                            created_at=now, updated_at=now, **values)
-    session.add(annotation)
-    if assignment.status != "active":  # an active lease's slot becomes the annotation's; otherwise a new slot
-        change_taken(session, project, task.id, +1)
-    assignment.status = "done"
-    session.flush()
-    return annotation, True
+    stored = {"task_id": task_id, "user_id": user.id, "version": 1, "display_order": list(row.lease_order),
+              "created_at": now, "updated_at": now, **values}
+    annotation_id = session.execute(NEW_ANNOTATION, stored).scalar_one()
+    if row.lease_status != "active":  # an active lease's slot becomes the annotation's; otherwise a new slot
+        change_taken(session, project, task_id, +1)
+    session.execute(FINISH_LEASE, {"lease_id": row.lease_id})
+    return StoredAnnotation(id=annotation_id, **stored), True
 
 
 def _progress_statement():

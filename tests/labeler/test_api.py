@@ -116,6 +116,38 @@ def test_other_users_annotation_is_404_and_unassigned_task_409(client, make_proj
     assert client.get("/api/v1/projects/nope/next", headers=people["bob"]).status_code == 404
 
 
+
+def test_a_submissions_answer_is_the_annotation_as_stored(client, make_project, people):
+    """The POST answers from the values it wrote (plain rows, labeler.assignment.StoredAnnotation), the GET reads
+    the row back: the two agree for a new annotation, a retry and a change."""
+    make_project("demo", n_tasks=1, k=3, criteria=["helpful"])
+    task = client.get("/api/v1/projects/demo/next", headers=people["alice"]).get_json()["task"]
+    ids = [str(r["id"]) for r in task["responses"]]
+    url = f"/api/v1/tasks/{task['id']}/annotations"
+
+    def stored(answer):
+        annotation = answer.get_json()["annotation"]
+        assert annotation == client.get(f"/api/v1/annotations/{annotation['id']}", headers=people["alice"]).get_json()["annotation"]
+        return annotation
+
+    first = {"ranking": {ids[0]: 1, ids[1]: 2, ids[2]: 2}, "scores": {"helpful": {ids[0]: 4}}, "seconds_spent": 2}
+    created = client.post(url, json=first, headers=people["alice"])
+    assert created.status_code == 201
+    annotation = stored(created)
+    assert annotation["version"] == 1 and annotation["seconds_spent"] == 2.0 and annotation["edited_response"] is None
+    assert annotation["display_order"] == [r["id"] for r in task["responses"]]
+    retry = client.post(url, json=first, headers=people["alice"])
+    assert retry.status_code == 200 and stored(retry) == annotation
+    change = {"ranking": {ids[0]: 3, ids[1]: 1, ids[2]: 2}, "all_bad": True, "rationale": "on reflection",
+              "edited_response": "better", "seconds_spent": 1.5, "version": 1}
+    changed = client.post(url, json=change, headers=people["alice"])
+    assert changed.status_code == 200
+    after = stored(changed)
+    assert after["version"] == 2 and after["id"] == annotation["id"] and after["created_at"] == annotation["created_at"]
+    assert after["scores"] == {} and after["all_bad"]
+    assert {key: after[key] for key in ("ranking", "rationale", "edited_response", "seconds_spent")} == {
+        key: change[key] for key in ("ranking", "rationale", "edited_response", "seconds_spent")}
+
 @pytest.mark.parametrize("mutate, field", [
     (lambda p, ids: p.update(ranking={ids[0]: 1}), "ranking"),
     (lambda p, ids: p.update(ranking={ids[0]: 1, ids[1]: "first"}), "ranking.{1}"),

@@ -9,7 +9,7 @@ from labeler.arena import arena_results, arena_tasks, arena_votes, vote_outcome
 from labeler.assignment import next_task, submit_annotation
 from labeler.errors import LabelerError
 from labeler.importer import import_tasks
-from labeler.models import User
+from labeler.models import Task, User
 from labeler.projects import create_project, get_or_create_project
 
 
@@ -88,7 +88,7 @@ def label_all(db, project_name, user, choose):
             if got is None:
                 return
             task, assignment = got
-            models = {str(r.id): r.model for r in task.responses}
+            models = {str(r.id): r.model for r in s.get(Task, task.id).responses}  # next_task gives the task's id, not its object
             ranking, all_bad = choose(models)
             submit_annotation(s, task.id, u, {"ranking": ranking, "all_bad": all_bad})
 

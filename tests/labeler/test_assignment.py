@@ -271,6 +271,30 @@ def test_taken_counts_annotations_and_active_leases_through_every_transition(db,
             1 for t in session.scalars(select(Task)) if t.taken < project.overlap and t.id != first)
 
 
+
+@pytest.mark.parametrize("status", ["active", "expired"])
+def test_a_change_beside_a_leftover_lease_finishes_it(db, make_user, make_project, status):
+    """next_task never leases a task the annotator has annotated, but a lease row left beside an annotation (by
+    hand, or an older version) is finished by the next change, its slot given back when it was counted."""
+    from sqlalchemy import update
+
+    make_project("demo", n_tasks=1, overlap=2)
+    alice = make_user("alice")
+    task_id, order, _ = lease(db, alice)
+    annotation_id, _ = submit(db, task_id, alice, order=order)
+    with db.write() as session:
+        session.execute(update(Assignment).where(Assignment.user_id == alice.id).values(status=status))
+        if status == "active":  # counted as leases are: the task is full
+            session.execute(update(Task).where(Task.id == task_id).values(taken=Task.taken + 1))
+            session.execute(update(Project).values(open_tasks=Project.open_tasks - 1))
+    assert taken_mismatches(db) == []
+    change = {"ranking": {str(order[0]): 2, str(order[1]): 1}, "version": 1}
+    assert submit(db, task_id, alice, change) == (annotation_id, False)
+    assert taken_mismatches(db) == []
+    with db.read() as session:
+        assert session.scalar(select(Assignment.status).where(Assignment.user_id == alice.id)) == "done"
+        assert session.scalar(select(Task.taken)) == 1 and session.get(Annotation, annotation_id).version == 2
+
 def test_choosing_the_next_task_reads_the_queue_index_not_every_task(db, make_user, make_project):
     """The plan, not a stopwatch: the query next_task runs reads ix_task_queue in its order (no sort of
     every task). bench_labeler.py measures the latency at 1,000 and 100,000 tasks."""
