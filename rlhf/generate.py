@@ -49,6 +49,12 @@ class GenerateArguments:
         default=None,
         metadata={"help": "Optional few-shot turns (YAML list of {prompt, response}) put before every prompt."},
     )
+    sort_by_length: bool = field(
+        default=True,
+        metadata={"help": "Batch the prompts in order of token length (less left padding: 1.16x faster on the quickstart's "
+                          "128 prompts in batches of 32, scripts/measure_generate_options.py); answers keep the input "
+                          "order. Which prompts share a batch changes the sampled draws, not their distribution."},
+    )
     use_vllm: bool = field(default=True, metadata={"help": "Use vLLM when it is installed and CUDA is available."})
     dtype: str = field(
         default="auto",
@@ -118,8 +124,11 @@ class TopCandidatesSampler:
 def generate_responses(model, tokenizer, prompts: list, k: int, max_new_tokens: int = 128, temperature: float = 0.8,
                        top_p: float = 0.95, batch_size: int = 8, seed: int | None = None,
                        system_prompt: str | None = None, few_shot: list[dict[str, str]] | None = None,
-                       progress: bool = True, top_k: int = 50) -> list[list[str]]:
+                       progress: bool = True, top_k: int = 50, sort_by_length: bool = False) -> list[list[str]]:
     """k sampled responses for each prompt (string or messages), in prompt order.
+
+    With `sort_by_length` the prompts are batched in order of token length (shortest first; ties keep the input
+    order), so each batch pads its prompts less, and the answers are put back in the input order.
 
     Batched `model.generate` with left padding (so every row's last token is the prompt's last token)
     and the KV cache; temperature 0 means greedy, where k > 1 would only repeat itself. Sampling uses
@@ -137,6 +146,10 @@ def generate_responses(model, tokenizer, prompts: list, k: int, max_new_tokens: 
         tokenizer.apply_chat_template(build_messages(p, system_prompt, few_shot), add_generation_prompt=True, tokenize=False)
         for p in prompts
     ]
+    order = list(range(len(texts)))
+    if sort_by_length and len(texts) > batch_size:  # one batch pads the same whatever the order
+        lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        order.sort(key=lambda i: lengths[i])
     previous_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     do_sample = temperature > 0
@@ -145,7 +158,8 @@ def generate_responses(model, tokenizer, prompts: list, k: int, max_new_tokens: 
     try:
         starts = range(0, len(texts), batch_size)
         for start in tqdm(starts, desc="generate", unit="batch", disable=not progress):
-            batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+            batch_texts = [texts[i] for i in order[start : start + batch_size]]
+            batch = tokenizer(batch_texts, return_tensors="pt", padding=True, add_special_tokens=False)
             batch = {name: t.to(device) for name, t in batch.items()}
             if k > 1:  # each prompt's k rows next to each other, as num_return_sequences does
                 batch = {name: t.repeat_interleave(k, dim=0) for name, t in batch.items()}
@@ -164,7 +178,10 @@ def generate_responses(model, tokenizer, prompts: list, k: int, max_new_tokens: 
             results += [[t.strip() for t in decoded[i : i + k]] for i in range(0, len(decoded), k)]
     finally:
         tokenizer.padding_side = previous_side
-    return results
+    in_input_order: list[list[str]] = [[] for _ in texts]
+    for position, i in enumerate(order):
+        in_input_order[i] = results[position]
+    return in_input_order
 
 
 def vllm_usable() -> bool:
@@ -236,13 +253,13 @@ def main(argv: list[str] | None = None) -> int:
         responses = generate_responses(
             model, tokenizer, prompts, args.k, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
             top_p=args.top_p, batch_size=args.batch_size, seed=args.seed, system_prompt=args.system_prompt,
-            few_shot=few_shot,
+            few_shot=few_shot, sort_by_length=args.sort_by_length,
         )
     seconds = time.perf_counter() - started
 
     sampling = {"temperature": args.temperature, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens,
                 "num_return_sequences": args.k, "seed": args.seed, "backend": backend,
-                **({"dtype": dtype} if backend == "transformers" else {})}
+                **({"dtype": dtype, "sort_by_length": args.sort_by_length} if backend == "transformers" else {})}
     tasks, n_tokens = [], 0
     for row, texts in zip(rows, responses):
         meta = {key: value for key, value in row.items() if key != "prompt"}

@@ -11,7 +11,8 @@ bundled train prompts, with the embedded SmolLM2-135M-Instruct. Each option is t
   static+compile   the static cache with transformers' CompileConfig on the CPU (torch.compile, inductor,
                    `mode="default"`): the first call pays the compilation, reported on its own;
   sorted           the prompts in order of token length before batching (less left padding per batch), answers
-                   put back in the input order; it only matters when there are several batches
+                   put back in the input order (`rlhf generate`'s sort_by_length, on by default since this
+                   measurement; the baseline turns it off); it only matters when there are several batches
                    (--sort-prompts, default 128 prompts in batches of 32, as the quickstart's generate stage).
 Greedy answers of each cache option are compared, text for text, with the baseline's on the same prompts.
 Best of --repeats per side, sides alternating. The last line is one JSON object: each option's `speedup`
@@ -88,12 +89,13 @@ def main(argv: list[str] | None = None) -> int:
             config.compile_config._compile_all_devices = True  # transformers compiles on CUDA only unless told
         return config
 
-    def run(config: GenerationConfig, texts: list, k: int, greedy: bool = False, forced: bool = True):
+    def run(config: GenerationConfig, texts: list, k: int, greedy: bool = False, forced: bool = True,
+            sort: bool = False):
         model.generation_config = config
         config.min_new_tokens = args.new_tokens if forced else None
         return generate_responses(model, tokenizer, texts, k, max_new_tokens=args.new_tokens,
                                   temperature=0 if greedy else 0.9, top_p=0.95, batch_size=args.batch_size,
-                                  seed=0, progress=False)
+                                  seed=0, progress=False, sort_by_length=sort)
 
     sides = {"dynamic": configured(None, False)}
     if "static" not in skip:
@@ -134,17 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         lengths = [len(tokenizer.apply_chat_template(build_messages(p), add_generation_prompt=True, tokenize=True,
                                                      return_dict=True)["input_ids"]) for p in rows]
         by_length = sorted(range(len(rows)), key=lambda i: lengths[i])
-        sorted_rows = [rows[i] for i in by_length]
 
         def in_order():
             return run(sides["dynamic"], rows, args.k)
 
-        def sorted_then_restored():
-            answers = run(sides["dynamic"], sorted_rows, args.k)
-            restored = [None] * len(rows)
-            for position, i in enumerate(by_length):
-                restored[i] = answers[position]
-            return restored
+        def sorted_then_restored():  # rlhf generate's sort_by_length
+            return run(sides["dynamic"], rows, args.k, sort=True)
 
         sort_best = {"in_order": float("inf"), "sorted": float("inf")}
         for turn in range(args.repeats):

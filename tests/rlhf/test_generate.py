@@ -50,6 +50,27 @@ def test_generate_responses_batches_and_is_seeded(tiny_model):
     assert greedy_batch[0] == greedy_alone[0]
 
 
+def test_sort_by_length_keeps_the_input_order(tiny_model):
+    from rlhf.models import load_causal_lm, load_tokenizer
+
+    model, tokenizer = load_causal_lm(tiny_model), load_tokenizer(tiny_model)
+    prompts = ["a much longer prompt than the others, with many words in it", "hi", "a medium prompt here", "ok then"]
+    shortest_first = [1, 3, 2, 0]  # the prompts' order by token length
+    # Sorted inside: the same batches, in the same order, as the prompts sorted by hand (so the same draws);
+    # each answer must come back at its prompt's place.
+    inside = generate_responses(model, tokenizer, prompts, k=2, max_new_tokens=8, temperature=1.5, batch_size=2,
+                                seed=3, progress=False, sort_by_length=True)
+    by_hand = generate_responses(model, tokenizer, [prompts[i] for i in shortest_first], k=2, max_new_tokens=8,
+                                 temperature=1.5, batch_size=2, seed=3, progress=False)
+    assert len({tuple(r) for r in by_hand}) == 4  # four different answer pairs, so a misplaced one would show
+    assert inside == [by_hand[shortest_first.index(i)] for i in range(4)]
+    # one batch holds every prompt: nothing to sort, the draws stay those of the input order
+    assert generate_responses(model, tokenizer, prompts, k=1, max_new_tokens=4, batch_size=4, seed=3, progress=False,
+                              sort_by_length=True) == generate_responses(model, tokenizer, prompts, k=1,
+                                                                         max_new_tokens=4, batch_size=4, seed=3,
+                                                                         progress=False)
+
+
 def test_generate_cli_writes_tasks(tiny_model, tmp_path):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [
         {"prompt": "Say hi.", "id": "p1", "constraints": {"max_words": 3}},
