@@ -25,16 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
+from bench_generate import timed  # this script's folder is on sys.path when it runs
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def timed(fn) -> tuple[float, object]:
-    started = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - started, result
 
 
 def main(argv: list[str] | None = None) -> int:
