@@ -44,11 +44,11 @@ def lease_seconds_for(project: Project) -> int:
     return min(project.lease_seconds, MAX_LEASE_SECONDS)
 
 
-def shuffled_order(task: Task, user: User, ids: list[int]) -> list[int]:
+def shuffled_order(task_id: int, user_id: int, ids: list[int]) -> list[int]:
     """The task's response ids (`ids`, in position order) in a per-annotator order: seeded by (task, user),
     so it is reproducible."""
     ids = list(ids)
-    seed = int.from_bytes(hashlib.sha256(f"{task.id}:{user.id}".encode()).digest()[:8], "big")
+    seed = int.from_bytes(hashlib.sha256(f"{task_id}:{user_id}".encode()).digest()[:8], "big")
     random.Random(seed).shuffle(ids)
     return ids
 
@@ -229,7 +229,7 @@ def next_task(session: Session, project: Project, user: User, now: dt.datetime |
     if found is None:
         return None
     if found.lease_id is None:  # first visit: the display order is drawn once and kept for good
-        order = shuffled_order(found, user, response_ids_of(found.response_keys))
+        order = shuffled_order(found.id, user.id, response_ids_of(found.response_keys))
         session.execute(NEW_LEASE, {"task_id": found.id, "user_id": user.id, "status": "active", "display_order": order,
                                     "leased_at": now, "expires_at": expires})
     else:  # the annotator's earlier lease on the task, taken up again
