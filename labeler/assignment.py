@@ -160,16 +160,17 @@ class SubmissionProject(NamedTuple):
 # their lease on the task, the task's project, and the task's response ids, in one read of plain rows; a row
 # only when the task exists. Like next_task's, these are Core statements: loading four objects and flushing
 # the changed ones was most of a submission's Python (profile_labeler).
-SUBMISSION_ROWS = (select(*(_annotation.c[name] for name in StoredAnnotation._fields),
-                          _assignment.c.id.label("lease_id"), _assignment.c.status.label("lease_status"),
-                          _assignment.c.expires_at.label("lease_expires_at"), _assignment.c.display_order.label("lease_order"),
+_LEASE_COLUMNS = (_assignment.c.id.label("lease_id"), _assignment.c.status.label("lease_status"),
+                  _assignment.c.expires_at.label("lease_expires_at"), _assignment.c.display_order.label("lease_order"))
+SUBMISSION_ROWS = (select(*(_annotation.c[name] for name in StoredAnnotation._fields), *_LEASE_COLUMNS,
                           *(_project.c[name].label(f"project_{name}") for name in SubmissionProject._fields), RESPONSE_KEYS)
                    .select_from(_task.join(_project, _project.c.id == _task.c.project_id)
                                 .outerjoin(_assignment, (_assignment.c.task_id == _task.c.id) & (_assignment.c.user_id == bindparam("user_id")))
                                 .outerjoin(_annotation, (_annotation.c.task_id == _task.c.id) & (_annotation.c.user_id == bindparam("user_id"))))
                    .where(_task.c.id == bindparam("task_id")))
 SUBMISSION_ANNOTATION = slice(0, len(StoredAnnotation._fields))  # where each part sits in the row
-SUBMISSION_PROJECT = slice(SUBMISSION_ANNOTATION.stop + 4, SUBMISSION_ANNOTATION.stop + 4 + len(SubmissionProject._fields))
+_PROJECT_START = SUBMISSION_ANNOTATION.stop + len(_LEASE_COLUMNS)
+SUBMISSION_PROJECT = slice(_PROJECT_START, _PROJECT_START + len(SubmissionProject._fields))
 NEW_ANNOTATION = insert(_annotation).returning(_annotation.c.id)
 # a change: the new values (parameters named as the columns) and version + 1; submit_annotation holds the lock
 CHANGE_ANNOTATION = (update(_annotation).where(_annotation.c.id == bindparam("annotation_id"))
