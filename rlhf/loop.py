@@ -139,8 +139,8 @@ def run_stage(stage: str, config: str | None, overrides: dict[str, Any], own_pro
     import subprocess
     import sys
 
-    from rlhf.resources import (RESOURCES_ENV, expected_seconds, format_seconds, measure, remember_seconds,
-                                write_resources)
+    from rlhf.resources import (RESOURCES_ENV, RECENT_RUNS, expected_seconds, format_seconds, measure,
+                                remember_seconds, usable_cpus, write_resources)
 
     out = Path(overrides["output_dir"])
     if (out / "summary.json").is_file():
@@ -153,10 +153,12 @@ def run_stage(stage: str, config: str | None, overrides: dict[str, Any], own_pro
         argv.append(f"--{key}")
         argv += [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
     log(f"{stage}: rlhf {stage} {' '.join(argv)}")
-    key = f"{stage}:{Path(config).parent.name}/{Path(config).stem}" if config else f"{stage}:defaults"
+    cpus = usable_cpus()  # a run on one core says nothing of the next run on two
+    key = (f"{stage}:{Path(config).parent.name}/{Path(config).stem}" if config else f"{stage}:defaults") + f"@{cpus}cpu"
     expected = expected_seconds(key)
     if expected:
-        log(f"{stage}: expected to take about {format_seconds(expected)} (its last run on this machine)")
+        log(f"{stage}: expected to take about {format_seconds(expected)} (the median of its last runs, up to "
+            f"{RECENT_RUNS}, on this machine with {cpus} CPU{'s' if cpus > 1 else ''})")
     resources = out / "resources.json"
     if own_process:
         resources.unlink(missing_ok=True)

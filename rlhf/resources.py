@@ -6,8 +6,9 @@ peak; the kernel's peak mark is left alone, so `/usr/bin/time -v` still reports 
 what the stage left behind (garbage collection, then glibc's malloc_trim, which returns free heap pages to the
 kernel). `release_memory()` does the same between the phases of a stage.
 
-`expected_seconds()` / `remember_seconds()` keep the last duration of each stage config on this machine
-(<cache>/stage-times.json), so the loop can say how long a stage should take before it starts.
+`expected_seconds()` / `remember_seconds()` keep the last few durations of each stage config on this machine
+(<cache>/stage-times.json), so the loop can say how long a stage should take before it starts: the median of the
+last RECENT_RUNS, so one run with other settings (more prompts, one core) does not set the next run's figure.
 """
 
 from __future__ import annotations
@@ -111,24 +112,47 @@ def _times_file() -> Path:
     return cache_dir() / "stage-times.json"
 
 
-def expected_seconds(key: str) -> float | None:
-    """How long the stage config `key` took the last time it ran on this machine, or None."""
+RECENT_RUNS = 5  # durations kept per stage config; the expectation is their median
+
+
+def usable_cpus() -> int:
+    """The cores a stage here can use: this process's CPU affinity, capped by OMP_NUM_THREADS when set."""
     try:
-        return float(json.loads(_times_file().read_text())[key])
-    except (OSError, ValueError, KeyError, TypeError):
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    threads = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return min(cpus, int(threads)) if threads.isdigit() and int(threads) > 0 else cpus
+
+
+def _recent(times: dict, key: str) -> list[float]:
+    value = times.get(key)
+    values = value if isinstance(value, list) else [value]  # one number: a file written before the list
+    return [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0][-RECENT_RUNS:]
+
+
+def _read_times() -> dict:
+    try:
+        times = json.loads(_times_file().read_text())
+    except (OSError, ValueError):
+        return {}  # no file yet, or a broken one (replaced at the next remember_seconds)
+    return times if isinstance(times, dict) else {}
+
+
+def expected_seconds(key: str) -> float | None:
+    """The median duration of the stage config `key` over its last RECENT_RUNS runs on this machine, or None."""
+    recent = sorted(_recent(_read_times(), key))
+    if not recent:
         return None
+    mid = len(recent) // 2
+    return recent[mid] if len(recent) % 2 else (recent[mid - 1] + recent[mid]) / 2
 
 
 def remember_seconds(key: str, seconds: float) -> None:
     path = _times_file()
+    times = _read_times()
     try:
-        times = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
-        times = {}  # a broken hint file is replaced
-    if not isinstance(times, dict):
-        times = {}
-    try:
-        times[key] = round(seconds, 1)
+        times[key] = [*_recent(times, key), round(seconds, 1)][-RECENT_RUNS:]
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(times, indent=1, sort_keys=True))

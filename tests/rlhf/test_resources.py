@@ -1,5 +1,6 @@
 """rlhf.resources: a stage's peak memory is its own, memory is handed back, and stage times are remembered."""
 
+import os
 import sys
 import time
 
@@ -30,16 +31,41 @@ def test_measure_reports_the_blocks_own_peak_and_gives_memory_back():
     assert record["rss_after_gb"] < record["peak_rss_gb"] - 0.25  # handed back, not kept in the process
 
 
-def test_expected_seconds_come_from_the_last_run(tmp_path, monkeypatch):
+def test_expected_seconds_are_the_median_of_the_last_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("RLHF_CACHE", str(tmp_path))
-    assert resources.expected_seconds("sft:quickstart/sft") is None
-    resources.remember_seconds("sft:quickstart/sft", 187.26)
-    resources.remember_seconds("dpo:quickstart/dpo", 215)
-    assert resources.expected_seconds("sft:quickstart/sft") == 187.3
+    assert resources.expected_seconds("sft:quickstart/sft@2cpu") is None
+    resources.remember_seconds("sft:quickstart/sft@2cpu", 187.26)
+    resources.remember_seconds("dpo:quickstart/dpo@2cpu", 215)
+    assert resources.expected_seconds("sft:quickstart/sft@2cpu") == 187.3
+    resources.remember_seconds("sft:quickstart/sft@2cpu", 400)  # one slow run with other settings
+    resources.remember_seconds("sft:quickstart/sft@2cpu", 180)
+    assert resources.expected_seconds("sft:quickstart/sft@2cpu") == 187.3  # the median of 187.3, 400, 180
+    resources.remember_seconds("sft:quickstart/sft@2cpu", 190)
+    assert resources.expected_seconds("sft:quickstart/sft@2cpu") == (187.3 + 190) / 2
+    for seconds in (10, 11, 12, 13, 14):  # only the last RECENT_RUNS count
+        resources.remember_seconds("sft:quickstart/sft@2cpu", seconds)
+    assert resources.expected_seconds("sft:quickstart/sft@2cpu") == 12
+    assert resources.expected_seconds("dpo:quickstart/dpo@2cpu") == 215
     (tmp_path / "stage-times.json").write_text("not json")
-    assert resources.expected_seconds("sft:quickstart/sft") is None  # a broken hint file is no error
-    resources.remember_seconds("sft:quickstart/sft", 100)
-    assert resources.expected_seconds("sft:quickstart/sft") == 100
+    assert resources.expected_seconds("sft:quickstart/sft@2cpu") is None  # a broken hint file is no error
+    resources.remember_seconds("sft:quickstart/sft@2cpu", 100)
+    assert resources.expected_seconds("sft:quickstart/sft@2cpu") == 100
+    (tmp_path / "stage-times.json").write_text('{"sft:quickstart/sft@2cpu": 120.5, "x": "y"}')  # the older format
+    assert resources.expected_seconds("sft:quickstart/sft@2cpu") == 120.5
+    resources.remember_seconds("sft:quickstart/sft@2cpu", 130.5)
+    assert resources.expected_seconds("sft:quickstart/sft@2cpu") == 125.5
+
+
+def test_usable_cpus_follow_affinity_and_omp_threads(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cpus = len(os.sched_getaffinity(0))
+    assert resources.usable_cpus() == cpus
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert resources.usable_cpus() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", str(cpus + 8))  # more threads than cores: the cores count
+    assert resources.usable_cpus() == cpus
+    monkeypatch.setenv("OMP_NUM_THREADS", "abc")
+    assert resources.usable_cpus() == cpus
 
 
 def test_format_seconds():
