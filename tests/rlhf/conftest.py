@@ -22,6 +22,25 @@ def write_reward_folder(tiny_model: str, out: Path, accuracy: float | None) -> s
     return str(out)
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def smoke_loop_run(tiny_model, tmp_path_factory) -> Path:
+    """The smoke recipe's loop, two rounds on 8 train and 3 held-out prompts with an empty eval cache, run once
+    (a minute of stage processes) for the tests that read it: test_loop checks it, test_portable moves it."""
+    from rlhf.cli import main as rlhf_main
+
+    base = tmp_path_factory.mktemp("smoke-loop")
+    out = base / "loop"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)  # configs/smoke/loop.yaml, the former path, still names the shipped smoke recipe
+        mp.setenv("RLHF_EVAL_CACHE", str(base / "eval-cache"))  # empty: round 1 answers everything
+        assert rlhf_main(["loop", "--config", "configs/smoke/loop.yaml", "--model_name_or_path", tiny_model,
+                          "--output_dir", str(out), "--rounds", "2", "--train_prompts", "8", "--heldout_prompts", "3"]) == 0
+    return out
+
+
 @pytest.fixture(scope="module")
 def reward_folder(tiny_model, tmp_path_factory) -> str:
     return write_reward_folder(tiny_model, tmp_path_factory.mktemp("rm") / "reward", accuracy=0.75)

@@ -12,15 +12,9 @@ from rlhf.cli import main as rlhf_main
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_two_rounds_chain_policies_and_trace_labels(tiny_model, tmp_path, monkeypatch):
+def test_two_rounds_chain_policies_and_trace_labels(tiny_model, smoke_loop_run, monkeypatch):
     monkeypatch.chdir(ROOT)  # configs/smoke/loop.yaml, the former path, still names the shipped smoke recipe
-    monkeypatch.setenv("RLHF_EVAL_CACHE", str(tmp_path / "eval-cache"))  # empty: round 1 answers everything
-    out = tmp_path / "loop"
-    code = rlhf_main([
-        "loop", "--config", "configs/smoke/loop.yaml", "--model_name_or_path", tiny_model,
-        "--output_dir", str(out), "--rounds", "2", "--train_prompts", "8", "--heldout_prompts", "3",
-    ])
-    assert code == 0
+    out = smoke_loop_run  # `rlhf loop --config configs/smoke/loop.yaml --rounds 2 --train_prompts 8 --heldout_prompts 3`
 
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["heldout_pass_rate"]) == {"base", "sft", "final"}

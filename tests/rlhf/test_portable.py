@@ -9,8 +9,6 @@ import torch
 
 from rlhf.models import fold_adapter_chain, load_causal_lm
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def save_lora(model, out: Path, seed: int, **lora) -> str:
     """A LoRA with random (non-zero) weights on `model`, saved as a stage would (real peft, no trainer)."""
@@ -71,20 +69,21 @@ def test_fold_reward_adapter_on_sft_adapter_scores_the_same(tiny_model, tmp_path
     assert json.loads((reward / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
     assert score_texts(*load_reward_model(str(reward)), prompts, answers) == pytest.approx(expected, abs=1e-5)
 
-def test_moved_loop_run_loads_with_the_ecosystem_loaders(tiny_model, tmp_path, monkeypatch):
+def test_moved_loop_run_loads_with_the_ecosystem_loaders(tiny_model, smoke_loop_run, tmp_path, monkeypatch, request):
     from peft import AutoPeftModelForCausalLM
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     from rlhf.cli import main as rlhf_main
     from rlhf.reward import load_reward_model, score_texts
 
-    monkeypatch.chdir(ROOT)  # the smoke recipe names configs/ and data/ relative to the repository
-    first = tmp_path / "first" / "loop"
-    assert rlhf_main(["loop", "--config", "configs/smoke/loop.yaml", "--model_name_or_path", tiny_model,
-                      "--output_dir", str(first), "--train_prompts", "8", "--heldout_prompts", "3"]) == 0
+    # the smoke loop's run (two rounds; this test reads round 1, whose policy's base is the tiny model outside
+    # the run), moved: copied elsewhere while the original is out of the way, so no recorded path reaches it
+    first = smoke_loop_run
     moved = tmp_path / "elsewhere" / "loop"
     shutil.copytree(first, moved)
-    shutil.rmtree(first)
+    hidden = first.with_name("loop-hidden")
+    first.rename(hidden)
+    request.addfinalizer(lambda: hidden.rename(first))  # back in place for any later reader of the fixture
     work = tmp_path / "unrelated"
     work.mkdir()
     monkeypatch.chdir(work)  # neither the run's old nor its new parent: relative bases would not resolve
@@ -97,9 +96,9 @@ def test_moved_loop_run_loads_with_the_ecosystem_loaders(tiny_model, tmp_path, m
         policy = AutoPeftModelForCausalLM.from_pretrained(stages / stage)
         new = policy.generate(**ids, max_new_tokens=4, min_new_tokens=4, do_sample=False)[0, ids["input_ids"].shape[1]:]
         assert len(new) == 4
-    # the moved DPO adapter is the policy the loop exported (merged before the move)
+    # the moved DPO adapter is the policy round 1 exported (merged before the move)
     merged = AutoPeftModelForCausalLM.from_pretrained(stages / "dpo").merge_and_unload().state_dict()
-    exported = AutoModelForCausalLM.from_pretrained(moved / "export").state_dict()
+    exported = AutoModelForCausalLM.from_pretrained(stages / "export").state_dict()
     assert exported.keys() == merged.keys()
     assert all(torch.allclose(v, merged[k], atol=1e-5) for k, v in exported.items())
 
