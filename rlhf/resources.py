@@ -17,6 +17,7 @@ import ctypes
 import gc
 import json
 import os
+import statistics
 import sys
 import time
 from contextlib import contextmanager
@@ -141,11 +142,8 @@ def _read_times() -> dict:
 
 def expected_seconds(key: str) -> float | None:
     """The median duration of the stage config `key` over its last RECENT_RUNS runs on this machine, or None."""
-    recent = sorted(_recent(_read_times(), key))
-    if not recent:
-        return None
-    mid = len(recent) // 2
-    return recent[mid] if len(recent) % 2 else (recent[mid - 1] + recent[mid]) / 2
+    recent = _recent(_read_times(), key)
+    return statistics.median(recent) if recent else None
 
 
 def remember_seconds(key: str, seconds: float) -> None:

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def write_reward_folder(tiny_model: str, out: Path, accuracy: float | None) -> str:
     """A full-model reward folder (random score head) on the tiny model, as `rlhf reward --use_peft false` saves,
@@ -20,9 +22,6 @@ def write_reward_folder(tiny_model: str, out: Path, accuracy: float | None) -> s
         (out / "summary.json").write_text(json.dumps({"heldout_accuracy": accuracy, "heldout_rows": 20,
                                                       "heldout_source": "eval_file labels/preferences/test"}))
     return str(out)
-
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
